@@ -1,0 +1,52 @@
+"""Where a library lives: its directory, its database URL and the files inside it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+LIBRARY_ENV = "IMGVEC_LIBRARY"
+DB_ENV = "IMGVEC_DB"
+DB_FILENAME = "imgvec.db"
+
+
+def default_library_dir() -> Path:
+    """The per-user library: e.g. ``~/.local/share/imgvec`` on Linux."""
+    return Path(platformdirs.user_data_dir("imgvec", appauthor=False))
+
+
+@dataclass(frozen=True)
+class LibraryPaths:
+    """The files of one library. Index artifacts always live in ``root``; the metadata may not."""
+
+    root: Path
+    db_url: str
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "write.lock"
+
+    @property
+    def uses_default_sqlite(self) -> bool:
+        return self.db_url == sqlite_url(self.root / DB_FILENAME)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def resolve_paths(
+    library: str | os.PathLike[str] | None = None, db_url: str | None = None
+) -> LibraryPaths:
+    """Explicit arguments win, then ``IMGVEC_LIBRARY`` / ``IMGVEC_DB``, then the user default."""
+    root_text = library or os.environ.get(LIBRARY_ENV) or default_library_dir()
+    root = Path(root_text).expanduser().absolute()
+    url = db_url or os.environ.get(DB_ENV) or sqlite_url(root / DB_FILENAME)
+    return LibraryPaths(root=root, db_url=url)

@@ -1,0 +1,77 @@
+"""Engines and schema upgrades: opening a database brings its schema to the newest revision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from imgvec import migrations
+from imgvec.errors import ImgvecError
+
+MIGRATIONS_DIR = Path(migrations.__file__).parent
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL (readers never block the writer), foreign keys and a busy wait."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    return engine
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision(config: Config) -> str | None:
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade_schema(engine: Engine, notify: Callable[[str], None] = lambda _msg: None) -> None:
+    """Upgrade the schema to head if needed, saying so through ``notify``."""
+    url = engine.url.render_as_string(hide_password=False)
+    config = alembic_config(url)
+    head = head_revision(config)
+    current = current_revision(engine)
+    if current == head:
+        return
+    known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+    if current is not None and current not in known:
+        raise ImgvecError(
+            f"the library's schema revision {current} is newer than this imgvec knows; "
+            "upgrade imgvec"
+        )
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    if current is None:
+        notify(f"Created library schema (revision {head})")
+    else:
+        notify(f"Upgraded library schema from revision {current} to {head}")

@@ -1,0 +1,127 @@
+"""The built-in models: torchvision architectures, their layers and pretrained weights.
+
+Each model is one :func:`register` call. A layer's ``head`` edits the freshly built model so that
+its output is the embedding (for example replacing the classifier with ``Identity``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from imgvec.embedders.registry import Layer, ModelSpec, Preprocess, register
+
+
+def _torchvision_model(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision
+
+        return torchvision.models.get_model(name, weights=None)
+
+    return build
+
+
+def _torchvision_weights(enum_name: str) -> Callable[[], Mapping[str, Any]]:
+    def load() -> Mapping[str, Any]:
+        import torchvision
+
+        return torchvision.models.get_weight(enum_name).get_state_dict(progress=True)
+
+    return load
+
+
+def _replace(attribute: str) -> Callable[[nn.Module], nn.Module]:
+    """A head that swaps ``model.<attribute>`` for Identity (drops the classifier)."""
+
+    def head(model: nn.Module) -> nn.Module:
+        setattr(model, attribute, nn.Identity())
+        return model
+
+    return head
+
+
+def _unchanged(model: nn.Module) -> nn.Module:
+    return model
+
+
+class _VggLayer(nn.Module):
+    """VGG16 cut at a fully connected layer (``fc_end`` modules of the classifier) or at pool5."""
+
+    def __init__(self, vgg: nn.Module, fc_end: int | None) -> None:
+        super().__init__()
+        self.features = vgg.features
+        if fc_end is None:
+            self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
+            self.classifier: nn.Module = nn.Identity()
+        else:
+            self.pool = vgg.avgpool
+            self.classifier = vgg.classifier[:fc_end]
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+def _tv(
+    name: str,
+    weights: str,
+    layers: dict[str, Layer],
+    default: str,
+    prep: Preprocess,
+    description: str,
+) -> None:
+    register(
+        ModelSpec(
+            name=name,
+            build=_torchvision_model(name),
+            layers=layers,
+            default_layer=default,
+            preprocess=prep,
+            description=description,
+            pretrained_id=f"torchvision:{weights}",
+            load_pretrained=_torchvision_weights(weights),
+        )
+    )
+
+
+_tv(
+    "vit_b_16",
+    "ViT_B_16_Weights.IMAGENET1K_V1",
+    {"cls": Layer(768, _replace("heads"), "class token after the final LayerNorm")},
+    "cls",
+    Preprocess(resize=256, crop=224),
+    "Vision Transformer B/16 (ImageNet-1k): 768-d class token",
+)
+_tv(
+    "resnet50",
+    "ResNet50_Weights.IMAGENET1K_V2",
+    {
+        "avgpool": Layer(2048, _replace("fc"), "global-average-pooled last convolutional block"),
+        "fc": Layer(1000, _unchanged, "fully connected classifier output (logits)"),
+    },
+    "avgpool",
+    Preprocess(resize=232, crop=224),
+    "ResNet-50 (ImageNet-1k V2 weights): pooled 2048-d features",
+)
+_tv(
+    "vgg16",
+    "VGG16_Weights.IMAGENET1K_V1",
+    {
+        "pool5": Layer(512, lambda m: _VggLayer(m, None), "global-average-pooled conv5_3"),
+        "fc6": Layer(4096, lambda m: _VggLayer(m, 2), "first fully connected layer, after ReLU"),
+        "fc7": Layer(4096, lambda m: _VggLayer(m, 5), "second fully connected layer, after ReLU"),
+    },
+    "fc7",
+    Preprocess(resize=256, crop=224),
+    "VGG16 (ImageNet-1k): fc7 4096-d, or pooled conv features",
+)
+_tv(
+    "mobilenet_v2",
+    # V1's recipe (resize 256) is the classic one that external state dicts follow too.
+    "MobileNet_V2_Weights.IMAGENET1K_V1",
+    {"pool": Layer(1280, _replace("classifier"), "global-average-pooled features")},
+    "pool",
+    Preprocess(resize=256, crop=224),
+    "MobileNetV2 (ImageNet-1k): pooled 1280-d features; small and fast",
+)

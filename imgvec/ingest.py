@@ -1,0 +1,294 @@
+"""``add``: bring the library in line with files and folders, embedding only what is new.
+
+Decisions per file, cheapest first:
+- same size and mtime as its row: unchanged (one stat, nothing read);
+- same content hash as before: unchanged (the stat is refreshed);
+- content already embedded elsewhere: the vector is reused (a moved file keeps its row);
+- otherwise: decoded and embedded.
+Work is committed in batches, so an interrupted run keeps every finished batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from imgvec import files, store
+from imgvec.errors import ImageError
+from imgvec.images import Picture, decode, read_file
+from imgvec.reporting import progress
+from imgvec.schema import Image
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image as PILImage
+
+    from imgvec.library import Library
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class FileError:
+    path: str
+    reason: str
+
+
+@dataclass
+class AddReport:
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    errors: list[FileError] = field(default_factory=list)
+    known_failures: int = 0
+    """Unchanged files that earlier runs could not read (counted in ``unchanged``)."""
+    interrupted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        text = (
+            f"added {self.added}, updated {self.updated}, moved {self.moved}, "
+            f"unchanged {self.unchanged}, removed {self.removed}, failed {self.failed}"
+        )
+        if self.known_failures:
+            text += f" ({self.known_failures} unchanged files still unreadable: imgvec status)"
+        return text
+
+
+@dataclass
+class _Prepared:
+    found: files.FoundFile
+    known: store.KnownImage | None
+    content_hash: str | None = None
+    picture: Picture | None = None
+    tensor: torch.Tensor | None = None
+    error: str | None = None
+
+
+def add_paths(
+    library: Library, roots: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+) -> AddReport:
+    report = AddReport()
+    reporter = library.reporter
+    roots = [files.normalize(root) for root in roots]
+    model = library.active_model_row()
+    with library.session() as session:
+        known = store.known_images(session, roots, model.id)
+        reusable = store.hashes_with_vectors(session, model.id)
+
+    pending: list[_Prepared] = []
+    seen: set[str] = set()
+    for item in files.walk(roots, known=known.keys()):
+        if isinstance(item, files.PathProblem):
+            _fail(report, reporter, item.path, item.reason)
+            continue
+        seen.add(item.path)
+        row = known.get(item.path)
+        if (
+            row
+            and row.size == item.size
+            and row.mtime_ns == item.mtime_ns
+            and (row.error is not None or row.has_vector)
+        ):
+            report.unchanged += 1
+            report.known_failures += row.error is not None
+        else:
+            pending.append(_Prepared(item, row))
+
+    ingest = _Batches(library, model.id, reusable, seen, report)
+    try:
+        ingest.run(pending, batch_size)
+        vanished = [
+            row.id
+            for path, row in known.items()
+            if path not in seen and row.id not in ingest.claimed
+        ]
+        if vanished:
+            with library.session() as session, session.begin():
+                report.removed = store.delete_images(session, vanished)
+                store.bump_generation(session)
+            reporter.notice(f"Removed {report.removed} files that are gone from disk")
+    except KeyboardInterrupt:
+        report.interrupted = True
+        return report
+    library.refresh_index()
+    return report
+
+
+def _fail(report: AddReport, reporter: Any, path: str, reason: str) -> None:
+    report.failed += 1
+    report.errors.append(FileError(path, reason))
+    reporter.file_error(path, reason)
+
+
+class _Batches:
+    """Prepares files on worker threads (read, hash, decode, preprocess) one batch ahead of the
+    model, and commits each batch in its own transaction."""
+
+    def __init__(
+        self, library: Library, model_id: int, reusable: set[str], seen: set[str], report: AddReport
+    ) -> None:
+        self.library = library
+        self.model_id = model_id
+        self.reusable = reusable
+        self.seen = seen
+        self.report = report
+        self.claimed: set[int] = set()
+        self._preprocess: Callable[[PILImage.Image], torch.Tensor] | None = None
+
+    @property
+    def preprocess(self) -> Callable[[PILImage.Image], torch.Tensor]:
+        if self._preprocess is None:  # imports torch: only when there is something to embed
+            self._preprocess = self.library.preprocessor()
+        return self._preprocess
+
+    def run(self, pending: list[_Prepared], batch_size: int) -> None:
+        if not pending:
+            return
+        self.preprocess  # noqa: B018  (resolve once, before the worker threads need it)
+        batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with (
+            ThreadPoolExecutor(workers, thread_name_prefix="imgvec-decode") as pool,
+            progress(self.library.reporter, "Adding", len(pending)) as advance,
+        ):
+            try:
+                upcoming = self._submit(pool, batches[0])
+                for number in range(len(batches)):
+                    ready = [future.result() for future in upcoming]
+                    if number + 1 < len(batches):
+                        upcoming = self._submit(pool, batches[number + 1])
+                    self._commit(ready)
+                    advance(len(ready))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    def _submit(self, pool: ThreadPoolExecutor, batch: list[_Prepared]) -> list[Future[_Prepared]]:
+        return [pool.submit(self._prepare, item) for item in batch]
+
+    def _prepare(self, item: _Prepared) -> _Prepared:
+        try:
+            data = read_file(item.found.path)
+            item.content_hash = files.sha256_bytes(data)
+            if self._can_skip_decode(item):
+                return item
+            item.picture = decode(data)
+            item.tensor = self.preprocess(item.picture.image)
+        except ImageError as error:
+            item.error = str(error)
+        return item
+
+    def _can_skip_decode(self, item: _Prepared) -> bool:
+        known = item.known
+        same = known is not None and known.content_hash == item.content_hash and known.error is None
+        return (same and known.has_vector) or item.content_hash in self.reusable
+
+    def _commit(self, batch: list[_Prepared]) -> None:
+        fresh: dict[str, torch.Tensor] = {}
+        for item in batch:
+            if item.tensor is not None and item.content_hash not in self.reusable:
+                fresh.setdefault(item.content_hash, item.tensor)  # type: ignore[arg-type]
+        vectors: dict[str, bytes] = {}
+        if fresh:
+            import torch
+
+            embedded = self.library.embedder().embed_tensors(torch.stack(list(fresh.values())))
+            vectors = {h: store.vector_to_bytes(v) for h, v in zip(fresh, embedded, strict=True)}
+        with self.library.session() as session, session.begin():
+            changed = False
+            for item in batch:
+                changed |= self._apply(session, item, vectors)
+            if changed:
+                store.bump_generation(session)
+        self.reusable.update(vectors)
+
+    def _apply(self, session: Session, item: _Prepared, vectors: dict[str, bytes]) -> bool:
+        """Write one file's outcome; True if the indexed content changed."""
+        found, known, report = item.found, item.known, self.report
+        row = session.get(Image, known.id) if known else None
+        if item.error is not None:
+            _fail(report, self.library.reporter, found.path, item.error)
+            if row is None:
+                row = Image(path=found.path, size=found.size, mtime_ns=found.mtime_ns)
+                session.add(row)
+            _set_file(row, found, item.content_hash, None, item.error)
+            if known is not None:
+                store.drop_vectors(session, known.id)
+            return known is not None and known.has_vector
+        assert item.content_hash is not None
+        if (
+            row is not None
+            and known is not None
+            and known.has_vector
+            and (known.content_hash == item.content_hash and known.error is None)
+        ):
+            _set_file(row, found, item.content_hash, None, None, keep_picture=True)
+            report.unchanged += 1
+            return False
+        donor = self._donor(session, item.content_hash)
+        vector = vectors.get(item.content_hash)
+        if vector is None and donor is not None:
+            vector = store.stored_vector(session, donor.id, self.model_id)
+        if vector is None:  # only when the donor vanished mid-run; embed it next time
+            _fail(report, self.library.reporter, found.path, "content changed while adding")
+            return False
+        if row is None:
+            moved = self._moved_from(session, item.content_hash)
+            if moved is not None:
+                self.claimed.add(moved.id)
+                _set_file(moved, found, item.content_hash, None, None, keep_picture=True)
+                moved.path = found.path
+                report.moved += 1
+                return True
+            row = Image(path=found.path, size=found.size, mtime_ns=found.mtime_ns)
+            session.add(row)
+            report.added += 1
+        else:
+            report.updated += 1
+        _set_file(row, found, item.content_hash, item.picture or donor, None)
+        session.flush()
+        store.put_vector(session, row.id, self.model_id, vector)
+        return True
+
+    def _donor(self, session: Session, content_hash: str) -> Image | None:
+        rows = store.images_with_hash(session, content_hash, self.model_id)
+        return rows[0] if rows else None
+
+    def _moved_from(self, session: Session, content_hash: str) -> Image | None:
+        """An image row with this content whose file is gone: the file was moved or renamed."""
+        for candidate in store.images_with_hash(session, content_hash, self.model_id):
+            gone = candidate.path not in self.seen and not os.path.exists(candidate.path)
+            if gone and candidate.id not in self.claimed:
+                return candidate
+        return None
+
+
+def _set_file(
+    row: Image,
+    found: files.FoundFile,
+    content_hash: str | None,
+    picture: Picture | Image | None,
+    error: str | None,
+    *,
+    keep_picture: bool = False,
+) -> None:
+    row.size = found.size
+    row.mtime_ns = found.mtime_ns
+    row.content_hash = content_hash
+    row.error = error
+    if keep_picture:
+        return
+    row.width = picture.width if picture else None
+    row.height = picture.height if picture else None
+    row.format = picture.format if picture else None

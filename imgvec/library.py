@@ -1,0 +1,472 @@
+"""The Python API: everything the CLI does, on a :class:`Library` object.
+
+lib = Library.open("~/photos-library")
+lib.add(["~/Pictures"])
+for hit in lib.query(["query.jpg"], k=5)[0].hits:
+    print(hit.score, hit.path)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgvec import files, store
+from imgvec.atomic import TEMP_PREFIX
+from imgvec.config import LibraryPaths, resolve_paths
+from imgvec.db import make_engine, upgrade_schema
+from imgvec.embedders.registry import WeightsChoice, get_spec, resolve_weights
+from imgvec.errors import ImageError, ImgvecError, LibraryLocked, ModelError, WeightsUnavailable
+from imgvec.ingest import AddReport, FileError, add_paths
+from imgvec.lock import write_lock
+from imgvec.reporting import Reporter, SilentReporter
+from imgvec.schema import EmbeddingModel, IndexArtifact
+
+if TYPE_CHECKING:
+    import faiss
+    from PIL import Image as PILImage
+    from torch import Tensor
+
+    from imgvec.embed import Embedder
+
+DEFAULT_MODEL = "vit_b_16"
+DEFAULT_K = 10
+
+__all__ = ["DEFAULT_MODEL", "AddReport", "FileError", "Library", "QueryHit", "QueryResult"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    layer: str
+    weights: str
+    weights_path: str | None
+    preprocessing: str
+    dim: int
+
+    @classmethod
+    def of(cls, row: EmbeddingModel) -> ModelInfo:
+        return cls(row.name, row.layer, row.weights, row.weights_path, row.preprocessing, row.dim)
+
+    def label(self) -> str:
+        return f"{self.name}/{self.layer} ({self.weights}, {self.dim}-d)"
+
+
+@dataclass(frozen=True)
+class QueryHit:
+    id: int
+    path: str
+    score: float
+
+
+@dataclass
+class QueryResult:
+    query: str
+    hits: list[QueryHit] = field(default_factory=list)
+    error: str | None = None
+    vector_source: str = "embedded"
+    """``stored`` when the query image is in the library and its stored vector was used."""
+
+
+@dataclass(frozen=True)
+class RemoveReport:
+    removed: int
+    errors: list[FileError]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    kind: str
+    params: dict[str, Any]
+    n_vectors: int
+    path: str
+    size_bytes: int
+    created_at: datetime
+    stale: bool
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    model: ModelInfo
+    embeddings: int
+    active: bool
+
+
+@dataclass(frozen=True)
+class Status:
+    library: str
+    database: str
+    images: int
+    failed: int
+    models: list[ModelStatus]
+    index: IndexInfo | None
+    failures: list[FileError]
+
+
+class Library:
+    """A library: metadata in a SQL database, index artifacts in a directory."""
+
+    def __init__(self, paths: LibraryPaths, engine: Engine, reporter: Reporter) -> None:
+        self.paths = paths
+        self.engine = engine
+        self.reporter = reporter
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._embedder: Embedder | None = None
+        self._index_cache: tuple[int, faiss.Index] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        library: str | os.PathLike[str] | None = None,
+        db: str | None = None,
+        *,
+        reporter: Reporter | None = None,
+        create: bool = True,
+    ) -> Library:
+        """Open (or with ``create``, make) a library, upgrading its schema if it is older."""
+        paths = resolve_paths(library, db)
+        if not create and paths.uses_default_sqlite and not (paths.root / "imgvec.db").exists():
+            raise ImgvecError(f"no library at {paths.root}; add images first: imgvec add PATH")
+        reporter = reporter or SilentReporter()
+        paths.root.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(paths.db_url)
+        upgrade_schema(engine, reporter.notice)
+        return cls(paths, engine, reporter)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def session(self) -> Session:
+        """A new ORM session on the library's database (the caller manages transactions)."""
+        return self._sessions()
+
+    # --- models ----------------------------------------------------------------------------------
+
+    def model(self) -> ModelInfo | None:
+        with self.session() as session:
+            row = store.active_model(session)
+            return None if row is None else ModelInfo.of(row)
+
+    def init(
+        self, model: str | None = None, weights: str | None = None, layer: str | None = None
+    ) -> ModelInfo:
+        """Fix the library's model; with the model already fixed, check that the request matches."""
+        with write_lock(self.paths.lock_file):
+            return ModelInfo.of(self._ensure_model(model, weights, layer))
+
+    def _ensure_model(
+        self, name: str | None, weights: str | None, layer: str | None
+    ) -> EmbeddingModel:
+        with self.session() as session, session.begin():
+            active = store.active_model(session)
+            if active is not None and name in (None, active.name):
+                if weights is None and layer is None:
+                    return active
+                weights = weights or active.weights_path or _weights_option(active.weights)
+                layer = layer or active.layer
+            spec = get_spec(name or (active.name if active else DEFAULT_MODEL))
+            layer_name, layer_spec = spec.layer(layer)
+            choice = resolve_weights(spec, weights or "default")
+            if active is not None:
+                if (active.name, active.layer, active.weights) != (
+                    spec.name,
+                    layer_name,
+                    choice.identity,
+                ):
+                    raise ModelError(
+                        f"this library embeds with {ModelInfo.of(active).label()}; "
+                        f"{spec.name}/{layer_name} ({choice.identity}) was asked for. Switching "
+                        "models is not supported yet: use another --library for another model"
+                    )
+                if choice.path and choice.path != active.weights_path:
+                    active.weights_path = choice.path  # the same weights, found somewhere else
+                return active
+            row = EmbeddingModel(
+                name=spec.name,
+                layer=layer_name,
+                weights=choice.identity,
+                weights_path=choice.path,
+                preprocessing=spec.preprocess.describe(),
+                dim=layer_spec.dim,
+            )
+            session.add(row)
+            session.flush()
+            store.set_active_model(session, row)
+            return row
+
+    def active_model_row(self) -> EmbeddingModel:
+        with self.session() as session:
+            row = store.active_model(session)
+        if row is None:
+            raise ImgvecError("the library has no model yet; add images first: imgvec add PATH")
+        return row
+
+    def preprocessor(self) -> Callable[[PILImage.Image], Tensor]:
+        """Picture -> model input tensor for the active model (does not load the model)."""
+        from imgvec.embed import preprocess_image
+
+        prep = get_spec(self.active_model_row().name).preprocess
+        return lambda image: preprocess_image(image, prep)
+
+    def embedder(self) -> Embedder:
+        """The active model, loaded on first use."""
+        if self._embedder is None:
+            from imgvec.embed import Embedder
+            from imgvec.files import sha256_file
+
+            row = self.active_model_row()
+            spec = get_spec(row.name)
+            if row.weights_path is not None:
+                try:
+                    found = "sha256:" + sha256_file(row.weights_path)
+                except OSError:
+                    found = None
+                if found != row.weights:
+                    raise WeightsUnavailable(
+                        f"the weights file {row.weights_path} is missing or has changed; pass the "
+                        f"original file again with --weights PATH ({row.weights})"
+                    )
+            self.reporter.notice(f"Loading model {ModelInfo.of(row).label()}")
+            self._embedder = Embedder(spec, row.layer, WeightsChoice(row.weights, row.weights_path))
+        return self._embedder
+
+    # --- adding and removing ---------------------------------------------------------------------
+
+    def add(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        model: str | None = None,
+        weights: str | None = None,
+        layer: str | None = None,
+        batch_size: int = 32,
+    ) -> AddReport:
+        """Add files and folders (recursively); :mod:`imgvec.ingest` says what happens to each."""
+        with write_lock(self.paths.lock_file):
+            self._ensure_model(model, weights, layer)
+            return add_paths(self, [os.fspath(p) for p in paths], batch_size)
+
+    def remove(self, paths: Sequence[str | os.PathLike[str]]) -> RemoveReport:
+        """Remove files, or whole folders, from the library (the files themselves are untouched)."""
+        errors: list[FileError] = []
+        with write_lock(self.paths.lock_file):
+            with self.session() as session, session.begin():
+                ids: set[int] = set()
+                for path in paths:
+                    found = store.image_ids_under(session, [files.normalize(path)])
+                    if not found:
+                        errors.append(FileError(os.fspath(path), "not in the library"))
+                        self.reporter.file_error(os.fspath(path), "not in the library")
+                    ids.update(found)
+                removed = store.delete_images(session, sorted(ids))
+                if removed:
+                    store.bump_generation(session)
+            if removed and self.model() is not None:
+                self.refresh_index()
+        return RemoveReport(removed, errors)
+
+    # --- the index -------------------------------------------------------------------------------
+
+    def refresh_index(self, *, force: bool = False, kind: str | None = None) -> IndexArtifact:
+        """Make the active model's index match the stored vectors; the caller holds the lock."""
+        model = self.active_model_row()
+        with self.session() as session:
+            generation = store.state(session).generation
+            artifact = store.active_artifact(session, model.id)
+            if (
+                not force
+                and artifact is not None
+                and artifact.generation == generation
+                and (self._artifact_intact(artifact))
+            ):
+                return artifact
+            chunks = list(store.iter_vectors(session, model.id, model.dim))
+        from imgvec import faiss_index
+        from imgvec.files import sha256_file
+
+        ids = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, np.int64)
+        vectors = (
+            np.concatenate([c[1] for c in chunks])
+            if chunks
+            else np.zeros((0, model.dim), np.float32)
+        )
+        built = faiss_index.build(ids, vectors, kind)
+        relative = f"index/model{model.id}-g{generation}-{uuid.uuid4().hex[:8]}.faiss"
+        target = self.paths.root / relative
+        faiss_index.save(built.index, target)
+        with self.session() as session, session.begin():
+            artifact = store.record_artifact(
+                session,
+                model.id,
+                built.kind,
+                built.params,
+                len(ids),
+                generation,
+                relative,
+                sha256_file(target),
+                target.stat().st_size,
+            )
+            for old in store.retired_artifacts(session):
+                session.delete(old)
+        self._remove_unreferenced_files()
+        return artifact
+
+    def _artifact_intact(self, artifact: IndexArtifact) -> bool:
+        try:
+            return (self.paths.root / artifact.path).stat().st_size == artifact.size_bytes
+        except OSError:
+            return False
+
+    def _remove_unreferenced_files(self) -> None:
+        """Delete index files no row refers to (retired ones, or temporaries left by a crash)."""
+        with self.session() as session:
+            referenced = store.artifact_paths(session)
+        for path in self.paths.index_dir.glob("*"):
+            relative = f"index/{path.name}"
+            if relative not in referenced and (
+                path.suffix == ".faiss" or path.name.startswith(TEMP_PREFIX)
+            ):
+                path.unlink(missing_ok=True)
+
+    def _searchable_index(self, model: EmbeddingModel) -> faiss.Index:
+        """The index to search: rebuilt first if stale, unless another process is writing."""
+        from imgvec import faiss_index
+
+        with self.session() as session:
+            generation = store.state(session).generation
+            artifact = store.active_artifact(session, model.id)
+        usable = artifact is not None and self._artifact_intact(artifact)
+        if not (usable and artifact is not None and artifact.generation == generation):
+            try:
+                with write_lock(self.paths.lock_file):
+                    self.reporter.notice(
+                        "The index is out of date; rebuilding it from stored vectors"
+                    )
+                    artifact = self.refresh_index()
+            except LibraryLocked:
+                if not usable:
+                    raise ImgvecError(
+                        "the index is being built by another imgvec process; "
+                        "try again when it has finished"
+                    ) from None
+                self.reporter.notice(
+                    "Another process is updating the library; results may miss its newest changes"
+                )
+        assert artifact is not None
+        if self._index_cache is None or self._index_cache[0] != artifact.id:
+            index = faiss_index.load(self.paths.root / artifact.path, json.loads(artifact.params))
+            self._index_cache = (artifact.id, index)
+        return self._index_cache[1]
+
+    # --- querying --------------------------------------------------------------------------------
+
+    def query(
+        self, images: Sequence[str | os.PathLike[str]], k: int = DEFAULT_K
+    ) -> list[QueryResult]:
+        """For each image, the k most similar library images, best first, with cosine scores."""
+        from imgvec import faiss_index
+
+        if k < 1:
+            raise ImgvecError("k must be at least 1")
+        model = self.active_model_row()
+        results = [QueryResult(files.normalize(image)) for image in images]
+        vectors: dict[int, np.ndarray] = {}
+        to_embed: list[tuple[int, PILImage.Image]] = []
+        for position, result in enumerate(results):
+            try:
+                stored = self._stored_query_vector(result.query, model)
+                if stored is not None:
+                    vectors[position] = stored
+                    result.vector_source = "stored"
+                    continue
+                from imgvec.images import decode, read_file
+
+                to_embed.append((position, decode(read_file(result.query)).image))
+            except ImageError as error:
+                result.error = str(error)
+                self.reporter.file_error(result.query, result.error)
+        if to_embed:
+            embedded = self.embedder().embed([image for _, image in to_embed])
+            vectors.update(
+                {position: vector for (position, _), vector in zip(to_embed, embedded, strict=True)}
+            )
+        if not vectors:
+            return results
+        index = self._searchable_index(model)
+        order = sorted(vectors)
+        scores, ids = faiss_index.search(index, np.stack([vectors[p] for p in order]), k)
+        with self.session() as session:
+            paths = store.paths_of(session, {int(i) for i in ids.ravel() if i >= 0})
+        for row, position in enumerate(order):
+            results[position].hits = [
+                QueryHit(int(i), paths[int(i)], float(s))
+                for s, i in zip(scores[row], ids[row], strict=True)
+                if i >= 0 and int(i) in paths
+            ]
+        return results
+
+    def _stored_query_vector(self, path: str, model: EmbeddingModel) -> np.ndarray | None:
+        """The stored vector of a query image that is in the library and unchanged on disk."""
+        with self.session() as session:
+            row = store.image_by_path(session, path)
+            if row is None or row.error is not None:
+                return None
+            try:
+                info = os.stat(path)
+            except OSError:
+                return None
+            if (info.st_size, info.st_mtime_ns) != (row.size, row.mtime_ns):
+                return None
+            data = store.stored_vector(session, row.id, model.id)
+        return None if data is None else store.bytes_to_vector(data)
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def status(self, failure_limit: int = 20) -> Status:
+        with self.session() as session:
+            images, failed = store.count_images(session)
+            active = store.active_model(session)
+            models = [
+                ModelStatus(
+                    ModelInfo.of(row),
+                    store.count_vectors(session, row.id),
+                    active is not None and row.id == active.id,
+                )
+                for row in store.models(session)
+            ]
+            index = None
+            if active is not None:
+                artifact = store.active_artifact(session, active.id)
+                if artifact is not None:
+                    index = IndexInfo(
+                        artifact.kind,
+                        json.loads(artifact.params),
+                        artifact.n_vectors,
+                        str(self.paths.root / artifact.path),
+                        artifact.size_bytes,
+                        artifact.created_at,
+                        stale=artifact.generation != store.state(session).generation,
+                    )
+            failures = [FileError(p, r) for p, r in store.failures(session, failure_limit)]
+        database = self.engine.url.render_as_string(hide_password=True)
+        return Status(str(self.paths.root), database, images, failed, models, index, failures)
+
+
+def _weights_option(identity: str) -> str:
+    """The ``--weights`` value that gives a stored identity back (for non-file weights)."""
+    return "none" if identity.startswith("none:") else "default"

@@ -1,0 +1,46 @@
+"""How long-running library operations talk to their caller: notices, file errors, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    def notice(self, message: str) -> None:
+        """Something the user should know (schema upgraded, model loading, index rebuilt)."""
+
+    def file_error(self, path: str, reason: str) -> None:
+        """A file that could not be used; the rest of the batch goes on."""
+
+    def progress(self, description: str, total: int) -> Callable[[int], None]:
+        """Start a progress display of ``total`` steps; returns ``advance(n)``."""
+
+    def done(self) -> None:
+        """The current progress display is finished."""
+
+
+class SilentReporter:
+    """Reports nothing: the default for the Python API."""
+
+    def notice(self, message: str) -> None:
+        pass
+
+    def file_error(self, path: str, reason: str) -> None:
+        pass
+
+    def progress(self, description: str, total: int) -> Callable[[int], None]:
+        return lambda _n: None
+
+    def done(self) -> None:
+        pass
+
+
+@contextmanager
+def progress(reporter: Reporter, description: str, total: int) -> Iterator[Callable[[int], None]]:
+    advance = reporter.progress(description, total)
+    try:
+        yield advance
+    finally:
+        reporter.done()

@@ -1,0 +1,124 @@
+"""The library's tables as SQLAlchemy 2 typed models.
+
+Changing anything here needs an Alembic revision in ``migrations/versions`` (a test runs
+autogenerate against a migrated database and fails on any difference).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class EmbeddingModel(Base):
+    """An embedding model identity: architecture, weights, layer and preprocessing fix vectors."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("name", "layer", "weights", name="uq_models_identity"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    layer: Mapped[str] = mapped_column(String(100))
+    weights: Mapped[str] = mapped_column(String(200))
+    """The weights: ``torchvision:<enum>``, ``sha256:<hex>`` of a file, or ``none:seed=0``."""
+    weights_path: Mapped[str | None] = mapped_column(Text)
+    """Where a local weights file was found, so later commands can load it again."""
+    preprocessing: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LibraryState(Base):
+    """A single row: the active model and a counter bumped by every change to indexed content."""
+
+    __tablename__ = "library_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    active_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Image(Base):
+    """A file in the library, readable or not (``error`` says why not)."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Embedding(Base):
+    """An image's vector under one model: float32, L2-normalised, little-endian bytes."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (Index("ix_embeddings_model_id", "model_id"),)
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IndexArtifact(Base):
+    """A FAISS index file built from one model's embeddings as of one library generation."""
+
+    __tablename__ = "index_artifacts"
+    __table_args__ = (Index("ix_index_artifacts_model_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    params: Mapped[str] = mapped_column(Text, default="{}")
+    """JSON: the parameters the index was built with (e.g. nlist, nprobe)."""
+    n_vectors: Mapped[int] = mapped_column(BigInteger)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    """The library generation the index reflects; older than the library's means stale."""
+    path: Mapped[str] = mapped_column(Text)
+    """Relative to the library directory."""
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

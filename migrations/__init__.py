@@ -1,0 +1,1 @@
+"""Alembic schema migrations of the library database (not embedding-model migrations)."""
