@@ -127,6 +127,10 @@ def _walk_dir(root: str, known: set[str] | frozenset[str]) -> Iterator[FoundFile
 
 def _stat(path: str) -> FoundFile | PathProblem:
     try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return PathProblem(path, "file name is not valid UTF-8 (rename the file to add it)")
+    try:
         info = os.stat(path)
     except OSError as error:
         return PathProblem(path, error.strerror or str(error))
