@@ -42,8 +42,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: a file named "a:smile:b.jpg" must be printed as it is.
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 LibraryOption = Annotated[
     Path | None,
@@ -166,7 +167,7 @@ def open_library(
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 @app.command()

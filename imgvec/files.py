@@ -75,11 +75,20 @@ def has_image_signature(head: bytes) -> bool:
     return any(head[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES)
 
 
+def has_image_extension(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
 def looks_like_image(path: str) -> bool:
-    """True for an image extension, else for an image signature in the file's first bytes."""
-    if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+    """True for an image extension, else for an image signature in a regular file's first bytes.
+
+    Only regular files are opened: opening a FIFO would block forever.
+    """
+    if has_image_extension(path):
         return True
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as handle:
             return has_image_signature(handle.read(_SNIFF_BYTES))
     except OSError:

@@ -236,14 +236,14 @@ class _Batches:
             _set_file(row, found, item.content_hash, None, None, keep_picture=True)
             report.unchanged += 1
             return False
-        donor = self._donor(session, item.content_hash)
         vector = vectors.get(item.content_hash)
-        if vector is None and donor is not None:
+        donor = None if vector is not None else self._donor(session, item.content_hash)
+        if donor is not None:
             vector = store.stored_vector(session, donor.id, self.model_id)
         if vector is None:  # only when the donor vanished mid-run; embed it next time
             _fail(report, self.library.reporter, found.path, "content changed while adding")
             return False
-        if row is None:
+        if row is None and donor is not None:  # known content at a new path: moved or copied
             moved = self._moved_from(session, item.content_hash)
             if moved is not None:
                 self.claimed.add(moved.id)
@@ -251,6 +251,7 @@ class _Batches:
                 moved.path = found.path
                 report.moved += 1
                 return True
+        if row is None:
             row = Image(path=found.path, size=found.size, mtime_ns=found.mtime_ns)
             session.add(row)
             report.added += 1

@@ -58,7 +58,8 @@ class ModelInfo:
         return cls(row.name, row.layer, row.weights, row.weights_path, row.preprocessing, row.dim)
 
     def label(self) -> str:
-        return f"{self.name}/{self.layer} ({self.weights}, {self.dim}-d)"
+        weights = self.weights[:19] + "…" if self.weights.startswith("sha256:") else self.weights
+        return f"{self.name}/{self.layer} ({weights}, {self.dim}-d)"
 
 
 @dataclass(frozen=True)
