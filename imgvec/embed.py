@@ -15,8 +15,8 @@ from imgvec.embedders.registry import RANDOM_SEED, ModelSpec, Preprocess, Weight
 from imgvec.errors import WeightsUnavailable
 
 OFFLINE_HINT = (
-    "supply the weights as a local file with --weights PATH (a state dict for this architecture), "
-    "or use --weights none for random weights (tests and demos only)"
+    "use the offline model, whose weights install with imgvec (--model efficientnet_lite0), or "
+    "supply the weights as a local file with --weights PATH (a state dict for this architecture)"
 )
 
 

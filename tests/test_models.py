@@ -89,7 +89,7 @@ def test_failed_download_says_how_to_supply_weights(monkeypatch: pytest.MonkeyPa
         build_model(spec, "cls", resolve_weights(spec, "default"))
     message = str(caught.value)
     assert "could not download" in message and "ViT_B_16_Weights.IMAGENET1K_V1" in message
-    assert "--weights PATH" in message and "--weights none" in message
+    assert "--weights PATH" in message and "--model efficientnet_lite0" in message
 
 
 def test_failed_download_through_the_cli(
@@ -106,6 +106,7 @@ def test_failed_download_through_the_cli(
     assert result.exit_code == 2
     assert "could not download the pretrained weights of resnet50" in result.stderr
     assert "--weights PATH" in result.stderr
+    assert "efficientnet_lite0" in result.stderr
 
 
 def test_unknown_names_list_the_choices() -> None:

