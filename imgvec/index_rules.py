@@ -1,4 +1,4 @@
-"""Pure rules that size a FAISS index for a library. Each says where it comes from."""
+"""Pure rules that size and maintain a FAISS index. Each says where it comes from."""
 
 from __future__ import annotations
 
@@ -6,17 +6,37 @@ import math
 
 FLAT_MAX_VECTORS = 20_000
 MIN_POINTS_PER_LIST = 39
+TRAINING_POINTS_PER_LIST = 64
+MAX_TRAINING_POINTS_PER_LIST = 256
+PQ_TARGET_BYTES = 64
+COMPACT_MIN_CHANGES = 1_000
+COMPACT_FRACTION = 0.10
+MAX_DELTA_SEGMENTS = 16
+RETRAIN_GROWTH = 2
 
 
-def choose_kind(n_vectors: int) -> str:
-    """``flat`` while exact search is cheap, ``ivf`` beyond.
+def choose_kind(n_vectors: int, dim: int, memory_budget: int, current: str | None = None) -> str:
+    """``flat`` while exact search is cheap, ``ivf`` beyond, ``ivfpq`` when vectors outgrow memory.
 
-    The FAISS wiki ("Guidelines to choose an index") recommends exact search (IndexFlat) for up to
-    a few thousand to tens of thousands of vectors. A flat scan of 20k x 768 float32 is ~15M
-    multiply-adds, a few milliseconds per query on one core, and needs no training; past that, an
-    IVF index answers the same queries in a fraction of the time at measured recall.
+    FAISS wiki, "Guidelines to choose an index": exact search (IndexFlat) for up to tens of
+    thousands of vectors (a flat scan of 20k x 768 float32 is ~15M multiply-adds, a few ms per
+    query on one core); IVF beyond; "if memory is a concern", compress the vectors with PQ.
+    autofaiss makes the same choice from ``max_index_memory_usage``. Hysteresis: an IVF library
+    that shrinks goes back to flat only below half the threshold, so it does not flip-flop.
     """
-    return "flat" if n_vectors <= FLAT_MAX_VECTORS else "ivf"
+    if n_vectors * dim * 4 > memory_budget:
+        return "ivfpq"
+    limit = FLAT_MAX_VECTORS // 2 if current in ("ivf", "ivfpq") else FLAT_MAX_VECTORS
+    return "flat" if n_vectors <= limit else "ivf"
+
+
+def memory_budget(total_memory: int) -> int:
+    """Raw float32 vectors may take a quarter of the machine's memory before PQ compresses them.
+
+    The rest is left to the decoder, the model (up to a few GB), the database cache and the
+    user's other programs; autofaiss likewise sizes the index from a memory budget.
+    """
+    return total_memory // 4
 
 
 def ivf_nlist(n_vectors: int) -> int:
@@ -35,10 +55,76 @@ def ivf_nlist(n_vectors: int) -> int:
     return nlist
 
 
-def ivf_nprobe(nlist: int) -> int:
-    """Lists scanned per query: nlist/16, at least 8 (or all lists when there are fewer).
+def training_size(n_vectors: int, nlist: int) -> int:
+    """Vectors sampled to train the coarse quantizer: 64 per list (at least 39), at most N.
 
-    A starting point from the FAISS wiki's IVF benchmarks, where clustered image descriptors reach
-    recall@10 ~0.95 scanning a few percent of the lists; a later version measures it per build.
+    FAISS's k-means warns below 39 points per centroid and subsamples above 256; the FAISS wiki
+    suggests 30*K to 256*K. 64*K keeps training of a 1M-vector library in minutes on 2 cores.
+    """
+    return min(n_vectors, max(MIN_POINTS_PER_LIST, TRAINING_POINTS_PER_LIST) * nlist)
+
+
+def pq_subquantizers(dim: int) -> int:
+    """PQ code size M (bytes per vector at 8 bits): the largest divisor of dim <= 64 and <= dim/4.
+
+    FAISS wiki ("Faiss indexes", IndexIVFPQ): M must divide d; 64-byte codes ("IVF4096,PQ64") are
+    its standard example for ~1M vectors of a few hundred dimensions; at least 4 dimensions per
+    sub-vector keeps each sub-quantizer meaningful.
+    """
+    cap = max(1, min(PQ_TARGET_BYTES, dim // 4))
+    return next(m for m in range(cap, 0, -1) if dim % m == 0)
+
+
+def default_nprobe(nlist: int) -> int:
+    """Lists scanned per query before recall is measured: nlist/16, at least 8 (or all lists).
+
+    A starting point only: every build measures recall and tunes nprobe (see ``tune_nprobe``).
     """
     return min(nlist, max(8, nlist // 16))
+
+
+def nprobe_candidates(nlist: int) -> list[int]:
+    """Powers of two up to nlist, as autofaiss scans them when tuning nprobe to a recall target."""
+    candidates = [1]
+    while candidates[-1] < nlist:
+        candidates.append(min(nlist, candidates[-1] * 2))
+    return candidates
+
+
+def should_compact(base_vectors: int, delta_vectors: int, dead: int, delta_segments: int) -> bool:
+    """Fold deltas and tombstones into the base once they pass 10% of it (at least 1,000), or
+    once there are more than 16 delta segments.
+
+    Like Milvus (seal growing segments, compact when deletions pass a ratio) and LanceDB
+    (``optimize`` merges small fragments): small changes stay cheap, queries never scan more
+    than a bounded number of segments, and tombstones never dominate a segment.
+    """
+    changes = delta_vectors + dead
+    return (
+        changes > max(COMPACT_MIN_CHANGES, COMPACT_FRACTION * base_vectors)
+        or delta_segments > MAX_DELTA_SEGMENTS
+    )
+
+
+def retrain_reason(
+    kind: str,
+    wanted_kind: str,
+    n_vectors: int,
+    nlist: int | None,
+    recall: float | None,
+    target: float,
+) -> str | None:
+    """Why the base must be rebuilt (trained anew) rather than compacted, or None.
+
+    - the size calls for another kind of index (``choose_kind``);
+    - the library outgrew its training: the nlist rule now asks for at least twice the lists,
+      i.e. about 4x the vectors it was trained on (autofaiss retrains on growth the same way);
+    - measured recall fell below the target even at the largest nprobe tried.
+    """
+    if kind != wanted_kind:
+        return f"{n_vectors} vectors call for a {wanted_kind} index, not {kind}"
+    if nlist and ivf_nlist(n_vectors) >= RETRAIN_GROWTH * nlist:
+        return f"the library outgrew its training ({nlist} lists; {n_vectors} vectors)"
+    if recall is not None and recall < target:
+        return f"measured recall@10 {recall:.3f} is below the target {target:.2f}"
+    return None

@@ -116,12 +116,11 @@ def add_paths(
         if vanished:
             with library.session() as session, session.begin():
                 report.removed = store.delete_images(session, vanished)
-                store.bump_generation(session)
             reporter.notice(f"Removed {report.removed} files that are gone from disk")
     except KeyboardInterrupt:
         report.interrupted = True
         return report
-    library.refresh_index()
+    library.index().update()
     return report
 
 
@@ -206,15 +205,12 @@ class _Batches:
             embedded = self.library.embedder().embed_tensors(torch.stack(list(fresh.values())))
             vectors = {h: store.vector_to_bytes(v) for h, v in zip(fresh, embedded, strict=True)}
         with self.library.session() as session, session.begin():
-            changed = False
             for item in batch:
-                changed |= self._apply(session, item, vectors)
-            if changed:
-                store.bump_generation(session)
+                self._apply(session, item, vectors)
         self.reusable.update(vectors)
 
-    def _apply(self, session: Session, item: _Prepared, vectors: dict[str, bytes]) -> bool:
-        """Write one file's outcome; True if the indexed content changed."""
+    def _apply(self, session: Session, item: _Prepared, vectors: dict[str, bytes]) -> None:
+        """Write one file's outcome (vector writes log themselves in the change log)."""
         found, known, report = item.found, item.known, self.report
         row = session.get(Image, known.id) if known else None
         if item.error is not None:
@@ -225,7 +221,7 @@ class _Batches:
             _set_file(row, found, item.content_hash, None, item.error)
             if known is not None:
                 store.drop_vectors(session, known.id)
-            return known is not None and known.has_vector
+            return
         assert item.content_hash is not None
         if (
             row is not None
@@ -235,14 +231,14 @@ class _Batches:
         ):
             _set_file(row, found, item.content_hash, None, None, keep_picture=True)
             report.unchanged += 1
-            return False
+            return
         vector = vectors.get(item.content_hash)
         donor = None if vector is not None else self._donor(session, item.content_hash)
         if donor is not None:
             vector = store.stored_vector(session, donor.id, self.model_id)
         if vector is None:  # only when the donor vanished mid-run; embed it next time
             _fail(report, self.library.reporter, found.path, "content changed while adding")
-            return False
+            return
         if row is None and donor is not None:  # known content at a new path: moved or copied
             moved = self._moved_from(session, item.content_hash)
             if moved is not None:
@@ -250,7 +246,7 @@ class _Batches:
                 _set_file(moved, found, item.content_hash, None, None, keep_picture=True)
                 moved.path = found.path
                 report.moved += 1
-                return True
+                return
         if row is None:
             row = Image(path=found.path, size=found.size, mtime_ns=found.mtime_ns)
             session.add(row)
@@ -260,7 +256,6 @@ class _Batches:
         _set_file(row, found, item.content_hash, item.picture or donor, None)
         session.flush()
         store.put_vector(session, row.id, self.model_id, vector)
-        return True
 
     def _donor(self, session: Session, content_hash: str) -> Image | None:
         rows = store.images_with_hash(session, content_hash, self.model_id)

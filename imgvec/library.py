@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,6 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec import files, store
-from imgvec.atomic import TEMP_PREFIX
 from imgvec.config import LibraryPaths, resolve_paths
 from imgvec.db import make_engine, upgrade_schema
 from imgvec.embedders.registry import WeightsChoice, get_spec, resolve_weights
@@ -29,14 +28,14 @@ from imgvec.errors import ImageError, ImgvecError, LibraryLocked, ModelError, We
 from imgvec.ingest import AddReport, FileError, add_paths
 from imgvec.lock import write_lock
 from imgvec.reporting import Reporter, SilentReporter
-from imgvec.schema import EmbeddingModel, IndexArtifact
+from imgvec.schema import EmbeddingModel, IndexVersion
 
 if TYPE_CHECKING:
-    import faiss
     from PIL import Image as PILImage
     from torch import Tensor
 
     from imgvec.embed import Embedder
+    from imgvec.index_store import GcReport, IndexStore, VerifyReport
 
 DEFAULT_MODEL = "vit_b_16"
 DEFAULT_K = 10
@@ -86,11 +85,13 @@ class RemoveReport:
 
 @dataclass(frozen=True)
 class IndexInfo:
+    version: int
     kind: str
     params: dict[str, Any]
     n_vectors: int
-    path: str
+    segments: int
     size_bytes: int
+    recall: float | None
     created_at: datetime
     stale: bool
 
@@ -122,7 +123,7 @@ class Library:
         self.reporter = reporter
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._embedder: Embedder | None = None
-        self._index_cache: tuple[int, faiss.Index] | None = None
+        self._index: IndexStore | None = None
 
     @classmethod
     def open(
@@ -275,104 +276,72 @@ class Library:
                         self.reporter.file_error(os.fspath(path), "not in the library")
                     ids.update(found)
                 removed = store.delete_images(session, sorted(ids))
-                if removed:
-                    store.bump_generation(session)
             if removed and self.model() is not None:
-                self.refresh_index()
+                self.index().update()
         return RemoveReport(removed, errors)
 
     # --- the index -------------------------------------------------------------------------------
 
-    def refresh_index(self, *, force: bool = False, kind: str | None = None) -> IndexArtifact:
-        """Make the active model's index match the stored vectors; the caller holds the lock."""
+    def index(self) -> IndexStore:
+        """The active model's versioned index (writing methods need :meth:`writing`)."""
+        from imgvec.index_store import IndexStore
+
         model = self.active_model_row()
-        with self.session() as session:
-            generation = store.state(session).generation
-            artifact = store.active_artifact(session, model.id)
-            if (
-                not force
-                and artifact is not None
-                and artifact.generation == generation
-                and (self._artifact_intact(artifact))
-            ):
-                return artifact
-            chunks = list(store.iter_vectors(session, model.id, model.dim))
-        from imgvec import faiss_index
-        from imgvec.files import sha256_file
+        if self._index is None or self._index.model.id != model.id:
+            self._index = IndexStore(self.paths.root, self._sessions, model, self.reporter.notice)
+        return self._index
 
-        ids = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, np.int64)
-        vectors = (
-            np.concatenate([c[1] for c in chunks])
-            if chunks
-            else np.zeros((0, model.dim), np.float32)
-        )
-        built = faiss_index.build(ids, vectors, kind)
-        relative = f"index/model{model.id}-g{generation}-{uuid.uuid4().hex[:8]}.faiss"
-        target = self.paths.root / relative
-        faiss_index.save(built.index, target)
-        with self.session() as session, session.begin():
-            artifact = store.record_artifact(
-                session,
-                model.id,
-                built.kind,
-                built.params,
-                len(ids),
-                generation,
-                relative,
-                sha256_file(target),
-                target.stat().st_size,
-            )
-            for old in store.retired_artifacts(session):
-                session.delete(old)
-        self._remove_unreferenced_files()
-        return artifact
+    def writing(self) -> AbstractContextManager[None]:
+        """Hold the library's write lock (one writer at a time; readers are never blocked)."""
+        return write_lock(self.paths.lock_file)
 
-    def _artifact_intact(self, artifact: IndexArtifact) -> bool:
+    def build_index(
+        self, kind: str | None = None, nlist: int | None = None, nprobe: int | None = None
+    ) -> IndexVersion:
+        """A fresh index version from the stored vectors (no model is loaded)."""
+        with self.writing():
+            return self.index().build(kind, nlist, nprobe)
+
+    def compact_index(self) -> IndexVersion:
+        with self.writing():
+            self.index().update()
+            return self.index().compact()
+
+    def rollback_index(self, version_id: int) -> IndexVersion:
+        with self.writing():
+            return self.index().rollback(version_id)
+
+    def gc_index(self, keep: int = 2) -> GcReport:
+        with self.writing():
+            return self.index().gc(keep)
+
+    def verify_index(self) -> VerifyReport:
         try:
-            return (self.paths.root / artifact.path).stat().st_size == artifact.size_bytes
-        except OSError:
-            return False
+            with self.writing():
+                return self.index().verify()
+        except LibraryLocked:
+            return self.index().verify(writer_active=True)
 
-    def _remove_unreferenced_files(self) -> None:
-        """Delete index files no row refers to (retired ones, or temporaries left by a crash)."""
-        with self.session() as session:
-            referenced = store.artifact_paths(session)
-        for path in self.paths.index_dir.glob("*"):
-            relative = f"index/{path.name}"
-            if relative not in referenced and (
-                path.suffix == ".faiss" or path.name.startswith(TEMP_PREFIX)
-            ):
-                path.unlink(missing_ok=True)
-
-    def _searchable_index(self, model: EmbeddingModel) -> faiss.Index:
-        """The index to search: rebuilt first if stale, unless another process is writing."""
-        from imgvec import faiss_index
-
-        with self.session() as session:
-            generation = store.state(session).generation
-            artifact = store.active_artifact(session, model.id)
-        usable = artifact is not None and self._artifact_intact(artifact)
-        if not (usable and artifact is not None and artifact.generation == generation):
-            try:
-                with write_lock(self.paths.lock_file):
-                    self.reporter.notice(
-                        "The index is out of date; rebuilding it from stored vectors"
-                    )
-                    artifact = self.refresh_index()
-            except LibraryLocked:
-                if not usable:
-                    raise ImgvecError(
-                        "the index is being built by another imgvec process; "
-                        "try again when it has finished"
-                    ) from None
-                self.reporter.notice(
-                    "Another process is updating the library; results may miss its newest changes"
-                )
-        assert artifact is not None
-        if self._index_cache is None or self._index_cache[0] != artifact.id:
-            index = faiss_index.load(self.paths.root / artifact.path, json.loads(artifact.params))
-            self._index_cache = (artifact.id, index)
-        return self._index_cache[1]
+    def _current_version(self) -> IndexVersion:
+        """The version to search: caught up first, unless another process is writing."""
+        index = self.index()
+        version, last = index.active()
+        if version is not None and version.change_seq == last and index.intact(version):
+            return version
+        try:
+            with self.writing():
+                return index.update()
+        except LibraryLocked:
+            if version is None:
+                raise ImgvecError(
+                    "the index is being built by another imgvec process; "
+                    "try again when it has finished"
+                ) from None
+            self.reporter.notice(
+                "Another process is updating the library: removals show, "
+                "its newest additions will once it finishes"
+            )
+            return version
 
     # --- querying --------------------------------------------------------------------------------
 
@@ -380,8 +349,6 @@ class Library:
         self, images: Sequence[str | os.PathLike[str]], k: int = DEFAULT_K
     ) -> list[QueryResult]:
         """For each image, the k most similar library images, best first, with cosine scores."""
-        from imgvec import faiss_index
-
         if k < 1:
             raise ImgvecError("k must be at least 1")
         model = self.active_model_row()
@@ -408,9 +375,10 @@ class Library:
             )
         if not vectors:
             return results
-        index = self._searchable_index(model)
+        version = self._current_version()
         order = sorted(vectors)
-        scores, ids = faiss_index.search(index, np.stack([vectors[p] for p in order]), k)
+        queries = np.stack([vectors[p] for p in order])
+        scores, ids = self.index().search(version, queries, k, self._vector_lookup(model))
         with self.session() as session:
             paths = store.paths_of(session, {int(i) for i in ids.ravel() if i >= 0})
         for row, position in enumerate(order):
@@ -420,6 +388,18 @@ class Library:
                 if i >= 0 and int(i) in paths
             ]
         return results
+
+    def _vector_lookup(self, model: EmbeddingModel) -> Callable[[np.ndarray], np.ndarray]:
+        """Stored vectors by image id, for exact re-ranking of compressed-index candidates."""
+
+        def lookup(ids: np.ndarray) -> np.ndarray:
+            with self.session() as session:
+                found_ids, found = store.vectors_of(session, model.id, model.dim, ids.tolist())
+            position = {int(i): p for p, i in enumerate(found_ids)}
+            zero = np.zeros(model.dim, np.float32)  # removed meanwhile: ranks last
+            return np.stack([found[position[int(i)]] if int(i) in position else zero for i in ids])
+
+        return lookup
 
     def _stored_query_vector(self, path: str, model: EmbeddingModel) -> np.ndarray | None:
         """The stored vector of a query image that is in the library and unchanged on disk."""
@@ -452,16 +432,19 @@ class Library:
             ]
             index = None
             if active is not None:
-                artifact = store.active_artifact(session, active.id)
-                if artifact is not None:
+                version = store.active_version(session, active.id)
+                if version is not None:
+                    segments = store.segments_of(session, version.id)
                     index = IndexInfo(
-                        artifact.kind,
-                        json.loads(artifact.params),
-                        artifact.n_vectors,
-                        str(self.paths.root / artifact.path),
-                        artifact.size_bytes,
-                        artifact.created_at,
-                        stale=artifact.generation != store.state(session).generation,
+                        version.id,
+                        version.kind,
+                        json.loads(version.params),
+                        version.n_vectors,
+                        len(segments),
+                        sum(segment.size_bytes for segment in segments),
+                        version.recall,
+                        version.created_at,
+                        stale=version.change_seq != store.last_change(session, active.id),
                     )
             failures = [FileError(p, r) for p, r in store.failures(session, failure_limit)]
         database = self.engine.url.render_as_string(hide_password=True)

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -57,13 +58,12 @@ class EmbeddingModel(Base):
 
 
 class LibraryState(Base):
-    """A single row: the active model and a counter bumped by every change to indexed content."""
+    """A single row: the active model."""
 
     __tablename__ = "library_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     active_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
-    generation: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Image(Base):
@@ -102,23 +102,76 @@ class Embedding(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class IndexArtifact(Base):
-    """A FAISS index file built from one model's embeddings as of one library generation."""
+class Change(Base):
+    """The log of changed vectors: every write of an embedding, or its removal, appends a row.
 
-    __tablename__ = "index_artifacts"
-    __table_args__ = (Index("ix_index_artifacts_model_id", "model_id"),)
+    Index versions record the last ``seq`` they cover; later rows are what an incremental update
+    must apply, and an id whose latest change is newer than a segment is dead in that segment.
+    """
+
+    __tablename__ = "changes"
+    __table_args__ = (
+        Index("ix_changes_model_id_seq", "model_id", "seq"),
+        {"sqlite_autoincrement": True},  # seq never goes back, even after pruning
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    image_id: Mapped[int] = mapped_column(Integer)
+
+
+class IndexSegment(Base):
+    """An immutable FAISS index file: a trained ``base`` or a small exact ``delta``."""
+
+    __tablename__ = "index_segments"
+    __table_args__ = (Index("ix_index_segments_model_id", "model_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(20))
-    params: Mapped[str] = mapped_column(Text, default="{}")
-    """JSON: the parameters the index was built with (e.g. nlist, nprobe)."""
-    n_vectors: Mapped[int] = mapped_column(BigInteger)
-    generation: Mapped[int] = mapped_column(BigInteger)
-    """The library generation the index reflects; older than the library's means stale."""
-    path: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(Text, unique=True)
     """Relative to the library directory."""
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(20), default="active")
+    n_vectors: Mapped[int] = mapped_column(BigInteger)
+    created_seq: Mapped[int] = mapped_column(BigInteger)
+    """The change seq the segment's vectors are current at."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IndexVersion(Base):
+    """One version of a model's index: a base segment plus deltas, current at ``change_seq``."""
+
+    __tablename__ = "index_versions"
+    __table_args__ = (Index("ix_index_versions_model_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    parent_id: Mapped[int | None] = mapped_column(Integer)
+    """The version this one was derived from (None for a full build)."""
+    kind: Mapped[str] = mapped_column(String(20))
+    params: Mapped[str] = mapped_column(Text, default="{}")
+    """JSON: build parameters (nlist, nprobe, m, ...)."""
+    n_vectors: Mapped[int] = mapped_column(BigInteger)
+    """Live vectors (segment entries minus tombstones)."""
+    change_seq: Mapped[int] = mapped_column(BigInteger)
+    train_size: Mapped[int | None] = mapped_column(BigInteger)
+    recall: Mapped[float | None] = mapped_column(Float)
+    """recall@10 against exact search, measured at build or compaction."""
+    operation: Mapped[str] = mapped_column(String(20))
+    """What made it: build, update, compact or rollback."""
+    status: Mapped[str] = mapped_column(String(10))
+    """``active`` (one per model) or ``retired``."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IndexVersionSegment(Base):
+    """Which segments a version consists of (segments are shared between versions)."""
+
+    __tablename__ = "index_version_segments"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("index_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    segment_id: Mapped[int] = mapped_column(ForeignKey("index_segments.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)

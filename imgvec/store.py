@@ -1,4 +1,8 @@
-"""Every query the library makes, in one place. Functions take a Session and never commit."""
+"""Every query the library makes, in one place. Functions take a Session and never commit.
+
+Every function that writes or deletes a vector also appends to the change log (``changes``), so
+that index updates can apply exactly what changed.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from imgvec.schema import Embedding, EmbeddingModel, Image, IndexArtifact, LibraryState
+from imgvec.schema import (
+    Change,
+    Embedding,
+    EmbeddingModel,
+    Image,
+    IndexSegment,
+    IndexVersion,
+    IndexVersionSegment,
+    LibraryState,
+)
 
 STATE_ID = 1
 
@@ -35,19 +48,10 @@ class KnownImage:
 def state(session: Session) -> LibraryState:
     row = session.get(LibraryState, STATE_ID)
     if row is None:
-        row = LibraryState(id=STATE_ID, generation=0)
+        row = LibraryState(id=STATE_ID)
         session.add(row)
         session.flush()
     return row
-
-
-def bump_generation(session: Session) -> None:
-    state(session)
-    session.execute(
-        update(LibraryState)
-        .where(LibraryState.id == STATE_ID)
-        .values(generation=LibraryState.generation + 1)
-    )
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -138,7 +142,7 @@ def delete_images(session: Session, ids: Sequence[int]) -> int:
     removed = 0
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        session.execute(delete(Embedding).where(Embedding.image_id.in_(chunk)))
+        _drop_vectors(session, Embedding.image_id.in_(chunk))
         removed += session.execute(delete(Image).where(Image.id.in_(chunk))).rowcount or 0
     return removed
 
@@ -183,10 +187,19 @@ def put_vector(session: Session, image_id: int, model_id: int, vector: bytes) ->
         session.add(Embedding(image_id=image_id, model_id=model_id, vector=vector))
     else:
         row.vector = vector
+    session.add(Change(model_id=model_id, image_id=image_id))
 
 
 def drop_vectors(session: Session, image_id: int) -> None:
-    session.execute(delete(Embedding).where(Embedding.image_id == image_id))
+    _drop_vectors(session, Embedding.image_id == image_id)
+
+
+def _drop_vectors(session: Session, where: ColumnElement[bool]) -> None:
+    """Delete vectors, logging a change for each (so indexes drop them too)."""
+    dropped = session.execute(select(Embedding.model_id, Embedding.image_id).where(where)).all()
+    if dropped:
+        session.execute(insert(Change), [{"model_id": m, "image_id": i} for m, i in dropped])
+        session.execute(delete(Embedding).where(where))
 
 
 def stored_vector(session: Session, image_id: int, model_id: int) -> bytes | None:
@@ -197,6 +210,10 @@ def stored_vector(session: Session, image_id: int, model_id: int) -> bytes | Non
     )
 
 
+def vector_ids(session: Session, model_id: int) -> list[int]:
+    return list(session.scalars(select(Embedding.image_id).where(Embedding.model_id == model_id)))
+
+
 def count_vectors(session: Session, model_id: int) -> int:
     return session.scalar(select(func.count()).where(Embedding.model_id == model_id)) or 0
 
@@ -204,7 +221,7 @@ def count_vectors(session: Session, model_id: int) -> int:
 def iter_vectors(
     session: Session, model_id: int, dim: int, chunk: int = 10_000
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, vectors) of every readable image's vector for the model, in chunks, by image id."""
+    """(ids, vectors) of every stored vector of the model, in chunks, by image id."""
     last_id = -1
     while True:
         rows = session.execute(
@@ -215,59 +232,146 @@ def iter_vectors(
         ).all()
         if not rows:
             return
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4").reshape(-1, dim)
+        ids, vectors = _unpack(rows, dim)
         yield ids, vectors
         last_id = int(ids[-1])
 
 
-# --- index artifacts -----------------------------------------------------------------------------
+def all_vectors(session: Session, model_id: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    chunks = list(iter_vectors(session, model_id, dim))
+    if not chunks:
+        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
 
 
-def active_artifact(session: Session, model_id: int) -> IndexArtifact | None:
+def vectors_of(
+    session: Session, model_id: int, dim: int, image_ids: Iterable[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of those images that have a vector for the model, by image id."""
+    wanted = sorted(set(image_ids))
+    rows: list[Any] = []
+    for start in range(0, len(wanted), 500):
+        rows += session.execute(
+            select(Embedding.image_id, Embedding.vector).where(
+                Embedding.model_id == model_id,
+                Embedding.image_id.in_(wanted[start : start + 500]),
+            )
+        ).all()
+    rows.sort(key=lambda row: row[0])
+    return _unpack(rows, dim)
+
+
+def _unpack(rows: Sequence[Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4").reshape(-1, dim)
+    return ids, vectors
+
+
+# --- the change log ------------------------------------------------------------------------------
+
+
+def last_change(session: Session, model_id: int) -> int:
+    """The newest change seq of the model's vectors (0 when none)."""
+    return session.scalar(select(func.max(Change.seq)).where(Change.model_id == model_id)) or 0
+
+
+def changed_since(session: Session, model_id: int, seq: int) -> dict[int, int]:
+    """image id -> its latest change seq, for the model's changes after ``seq``."""
+    query = (
+        select(Change.image_id, func.max(Change.seq))
+        .where(Change.model_id == model_id, Change.seq > seq)
+        .group_by(Change.image_id)
+    )
+    return {image_id: last for image_id, last in session.execute(query)}
+
+
+def prune_changes(session: Session, model_id: int, before_seq: int) -> int:
+    """Forget changes no kept index version needs: those before ``before_seq``. The row at
+    ``before_seq`` stays, so :func:`last_change` never goes back."""
+    result = session.execute(
+        delete(Change).where(Change.model_id == model_id, Change.seq < before_seq)
+    )
+    return result.rowcount or 0
+
+
+# --- index versions and segments -----------------------------------------------------------------
+
+
+def active_version(session: Session, model_id: int) -> IndexVersion | None:
     return session.scalars(
-        select(IndexArtifact)
-        .where(IndexArtifact.model_id == model_id, IndexArtifact.status == "active")
-        .order_by(IndexArtifact.id.desc())
-    ).first()
+        select(IndexVersion).where(
+            IndexVersion.model_id == model_id, IndexVersion.status == "active"
+        )
+    ).one_or_none()
 
 
-def record_artifact(
-    session: Session,
-    model_id: int,
-    kind: str,
-    params: dict[str, Any],
-    n_vectors: int,
-    generation: int,
-    path: str,
-    sha256: str,
-    size_bytes: int,
-) -> IndexArtifact:
-    """Add an artifact and make it the model's active one (the others are retired)."""
+def versions(session: Session, model_id: int) -> list[IndexVersion]:
+    return list(
+        session.scalars(
+            select(IndexVersion)
+            .where(IndexVersion.model_id == model_id)
+            .order_by(IndexVersion.id.desc())
+        )
+    )
+
+
+def segments_of(session: Session, version_id: int) -> list[IndexSegment]:
+    return list(
+        session.scalars(
+            select(IndexSegment)
+            .join(IndexVersionSegment, IndexVersionSegment.segment_id == IndexSegment.id)
+            .where(IndexVersionSegment.version_id == version_id)
+            .order_by(IndexVersionSegment.position)
+        )
+    )
+
+
+def add_segment(session: Session, **fields: Any) -> IndexSegment:
+    segment = IndexSegment(**fields)
+    session.add(segment)
+    session.flush()
+    return segment
+
+
+def add_version(
+    session: Session, segments: Sequence[IndexSegment], params: dict[str, Any], **fields: Any
+) -> IndexVersion:
+    """Record a version made of ``segments`` and make it the model's active one."""
+    row = IndexVersion(params=json.dumps(params, sort_keys=True), status="retired", **fields)
+    session.add(row)
+    session.flush()
+    for position, segment in enumerate(segments):
+        session.add(
+            IndexVersionSegment(version_id=row.id, segment_id=segment.id, position=position)
+        )
+    activate_version(session, row)
+    session.flush()
+    return row
+
+
+def activate_version(session: Session, target: IndexVersion) -> None:
     session.execute(
-        update(IndexArtifact)
-        .where(IndexArtifact.model_id == model_id, IndexArtifact.status == "active")
+        update(IndexVersion)
+        .where(
+            IndexVersion.model_id == target.model_id,
+            IndexVersion.status == "active",
+            IndexVersion.id != target.id,
+        )
         .values(status="retired")
     )
-    artifact = IndexArtifact(
-        model_id=model_id,
-        kind=kind,
-        params=json.dumps(params, sort_keys=True),
-        n_vectors=n_vectors,
-        generation=generation,
-        path=path,
-        sha256=sha256,
-        size_bytes=size_bytes,
-        status="active",
-    )
-    session.add(artifact)
-    session.flush()
-    return artifact
+    target.status = "active"
 
 
-def retired_artifacts(session: Session) -> list[IndexArtifact]:
-    return list(session.scalars(select(IndexArtifact).where(IndexArtifact.status == "retired")))
+def delete_versions(session: Session, ids: Sequence[int]) -> None:
+    if ids:
+        session.execute(delete(IndexVersionSegment).where(IndexVersionSegment.version_id.in_(ids)))
+        session.execute(delete(IndexVersion).where(IndexVersion.id.in_(ids)))
 
 
-def artifact_paths(session: Session) -> set[str]:
-    return set(session.scalars(select(IndexArtifact.path)))
+def unreferenced_segments(session: Session) -> list[IndexSegment]:
+    used = select(IndexVersionSegment.segment_id)
+    return list(session.scalars(select(IndexSegment).where(IndexSegment.id.not_in(used))))
+
+
+def segment_paths(session: Session) -> set[str]:
+    return set(session.scalars(select(IndexSegment.path)))

@@ -1,4 +1,4 @@
-"""Index sizing rules (pure functions) and FAISS index building, saving and searching."""
+"""Index rules (pure functions), recall measurement, and the FAISS layer: kinds, segments, fold."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgvec import faiss_index, index_rules
+from imgvec import faiss_index, index_rules, recall
+
+GIB = 1 << 30
 
 
 def clustered(n: int, dim: int = 32, clusters: int = 50, seed: int = 0) -> np.ndarray:
@@ -19,6 +21,9 @@ def clustered(n: int, dim: int = 32, clusters: int = 50, seed: int = 0) -> np.nd
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
+# --- rules ---------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("n", "kind"),
     [
@@ -26,11 +31,26 @@ def clustered(n: int, dim: int = 32, clusters: int = 50, seed: int = 0) -> np.nd
         (1000, "flat"),
         (index_rules.FLAT_MAX_VECTORS, "flat"),
         (index_rules.FLAT_MAX_VECTORS + 1, "ivf"),
-        (10_000_000, "ivf"),
+        (1_000_000, "ivf"),
     ],
 )
-def test_choose_kind(n: int, kind: str) -> None:
-    assert index_rules.choose_kind(n) == kind
+def test_choose_kind_by_size(n: int, kind: str) -> None:
+    assert index_rules.choose_kind(n, 768, 8 * GIB) == kind
+
+
+def test_choose_kind_compresses_when_vectors_outgrow_memory() -> None:
+    assert index_rules.choose_kind(1_000_000, 768, 2 * GIB) == "ivfpq"  # 3 GB of float32
+    assert index_rules.choose_kind(1_000_000, 768, 4 * GIB) == "ivf"
+
+
+def test_choose_kind_has_hysteresis_when_shrinking() -> None:
+    n = index_rules.FLAT_MAX_VECTORS - 100
+    assert index_rules.choose_kind(n, 768, 8 * GIB, current="ivf") == "ivf"
+    assert index_rules.choose_kind(n // 3, 768, 8 * GIB, current="ivf") == "flat"
+
+
+def test_memory_budget_is_a_quarter_of_memory() -> None:
+    assert index_rules.memory_budget(24 * GIB) == 6 * GIB
 
 
 @pytest.mark.parametrize("n", [40_000, 100_000, 1_000_000, 10_000_000])
@@ -44,53 +64,143 @@ def test_nlist_is_a_power_of_two_near_4_sqrt_n(n: int) -> None:
 @pytest.mark.parametrize("n", [1, 38, 39, 100, 2000, 5000])
 def test_nlist_keeps_enough_training_points_per_list(n: int) -> None:
     nlist = index_rules.ivf_nlist(n)
-    assert nlist >= 1
     assert nlist == 1 or n / nlist >= index_rules.MIN_POINTS_PER_LIST
 
 
+def test_training_size() -> None:
+    assert index_rules.training_size(1_000_000, 4096) == 64 * 4096
+    assert index_rules.training_size(10_000, 4096) == 10_000
+
+
+@pytest.mark.parametrize(("dim", "m"), [(768, 64), (1280, 64), (2048, 64), (48, 12), (100, 25)])
+def test_pq_subquantizers_divide_the_dimension(dim: int, m: int) -> None:
+    assert index_rules.pq_subquantizers(dim) == m
+    assert dim % m == 0 and dim // m >= 4
+
+
 @pytest.mark.parametrize(("nlist", "nprobe"), [(1, 1), (4, 4), (64, 8), (256, 16), (4096, 256)])
-def test_nprobe(nlist: int, nprobe: int) -> None:
-    assert index_rules.ivf_nprobe(nlist) == nprobe
+def test_default_nprobe(nlist: int, nprobe: int) -> None:
+    assert index_rules.default_nprobe(nlist) == nprobe
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
-def test_built_index_returns_row_ids_and_survives_save_and_load(kind: str, tmp_path: Path) -> None:
-    vectors = clustered(4000)
-    ids = np.arange(4000, dtype=np.int64) * 7 + 1000  # ids are image row ids, not positions
+def test_nprobe_candidates_are_powers_of_two_up_to_nlist() -> None:
+    assert index_rules.nprobe_candidates(1) == [1]
+    assert index_rules.nprobe_candidates(12) == [1, 2, 4, 8, 12]
+
+
+@pytest.mark.parametrize(
+    ("base", "delta", "dead", "segments", "compact"),
+    [
+        (100_000, 500, 0, 1, False),
+        (100_000, 9_000, 1_500, 3, True),
+        (100, 900, 0, 5, False),
+        (100, 900, 200, 5, True),
+        (100, 17, 0, 17, True),
+        (1_000_000, 99_000, 0, 16, False),
+    ],
+)
+def test_should_compact(base: int, delta: int, dead: int, segments: int, compact: bool) -> None:
+    assert index_rules.should_compact(base, delta, dead, segments) is compact
+
+
+def test_retrain_reasons() -> None:
+    assert index_rules.retrain_reason("flat", "flat", 100, None, None, 0.95) is None
+    assert "call for a ivf" in index_rules.retrain_reason("flat", "ivf", 30_000, None, None, 0.95)
+    assert index_rules.retrain_reason("ivf", "ivf", 40_000, 1024, 0.97, 0.95) is None
+    assert "outgrew" in index_rules.retrain_reason("ivf", "ivf", 300_000, 1024, 0.97, 0.95)
+    assert "below the target" in index_rules.retrain_reason("ivf", "ivf", 40_000, 1024, 0.8, 0.95)
+
+
+# --- recall --------------------------------------------------------------------------------------
+
+
+def test_recall_at_k_leaves_the_query_itself_out() -> None:
+    truth = np.array([[7, 1, 2, 3]])
+    assert recall.recall_at_k(np.array([7]), truth, np.array([[7, 1, 2, 9]]), k=3) == 2 / 3
+    assert recall.recall_at_k(np.array([7]), truth, np.array([[1, 2, 3, -1]]), k=3) == 1.0
+
+
+def test_tune_nprobe_picks_the_smallest_that_meets_the_target() -> None:
+    truth = np.array([[0, 1, 2, 3]])
+    answers = {1: [[0, 1, 8, 9]], 2: [[0, 1, 2, 9]], 4: [[0, 1, 2, 3]], 8: [[0, 1, 2, 3]]}
+    tuning = recall.tune_nprobe(lambda p: np.array(answers[p]), np.array([0]), truth, 8, target=0.6)
+    assert (tuning.nprobe, tuning.curve) == (2, {1: 1 / 3, 2: 2 / 3})
+    best = recall.tune_nprobe(
+        lambda p: np.array(answers[min(p, 2)]), np.array([0]), truth, 8, target=0.9
+    )
+    assert best.nprobe == 2 and best.recall == pytest.approx(2 / 3)
+
+
+# --- FAISS layer ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+def test_each_kind_returns_row_ids_and_survives_save_and_memory_mapped_load(
+    kind: str, tmp_path: Path
+) -> None:
+    vectors = clustered(12_000)
+    ids = np.arange(len(vectors), dtype=np.int64) * 7 + 1000  # ids are row ids, not positions
     built = faiss_index.build(ids, vectors, kind)
     assert built.kind == kind
     path = tmp_path / "index.faiss"
     faiss_index.save(built.index, path)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
-    index = faiss_index.load(path, built.params)
-    scores, found = faiss_index.search(index, vectors[:50], 10)
+    assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]  # no temporaries left
+    segment = faiss_index.Segment(faiss_index.load(path, kind), kind, built.params)
+
+    def lookup(wanted: np.ndarray) -> np.ndarray:
+        return vectors[(wanted - 1000) // 7]
+
+    scores, found = faiss_index.search([segment], vectors[:50], 10, lookup)
     assert list(found[:, 0]) == list(ids[:50])  # each vector finds itself first
     assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+    if kind != "flat":
+        assert built.params["nprobe"] in index_rules.nprobe_candidates(built.params["nlist"])
+        assert built.recall is not None and built.recall >= 0.95
+        assert built.train_size is not None and built.train_size <= len(vectors)
+    assert sorted(faiss_index.stored_ids(segment.index)) == sorted(ids)
 
 
-def test_ivf_recall_against_exact_search() -> None:
-    vectors = clustered(25_000, dim=64, clusters=200)
-    ids = np.arange(len(vectors), dtype=np.int64)
-    exact = faiss_index.build(ids, vectors, "flat")
-    ivf = faiss_index.build(ids, vectors, "ivf")
-    assert ivf.params["nlist"] == index_rules.ivf_nlist(len(vectors))
-    queries = clustered(200, dim=64, clusters=200, seed=1)
-    _, truth = exact.index.search(queries, 10)
-    _, found = ivf.index.search(queries, 10)
-    recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)])
-    assert recall >= 0.9
+def test_given_nprobe_is_used_and_its_recall_measured() -> None:
+    vectors = clustered(8000, clusters=100)
+    built = faiss_index.build(np.arange(8000), vectors, "ivf", nlist=64, nprobe=1)
+    assert built.params == {"nlist": 64, "nprobe": 1}
+    assert built.recall is not None and 0 < built.recall < 1
 
 
-def test_search_with_k_larger_than_the_index() -> None:
-    built = faiss_index.build(np.array([5, 9]), clustered(2), "flat")
-    _, ids = faiss_index.search(built.index, clustered(1, seed=3), 10)
-    assert sorted(ids[0].tolist()) == [5, 9]
+def test_dead_ids_are_filtered_per_segment_and_segments_merge() -> None:
+    vectors = clustered(300)
+    # Image 5 was re-embedded: its old vector (vectors[5]) is dead in the base; its new one
+    # (vectors[250]) lives in a delta, beside image 250 (vectors[251]).
+    base = faiss_index.Segment(
+        faiss_index.flat(np.arange(200), vectors[:200]), "flat", dead=np.array([5])
+    )
+    delta = faiss_index.Segment(faiss_index.flat(np.array([5, 250]), vectors[[250, 251]]), "flat")
+    scores, ids = faiss_index.search([base, delta], vectors[[5, 250, 251]], 3)
+    assert scores[0][0] < 0.999  # nothing holds the old vector any more
+    assert ids[1][0] == 5 and scores[1][0] == pytest.approx(1.0, abs=1e-5)
+    assert ids[2][0] == 250 and scores[2][0] == pytest.approx(1.0, abs=1e-5)
+    assert all(list(row) == sorted(row, reverse=True) for row in scores)
 
 
-def test_empty_index_searches_to_nothing() -> None:
-    built = faiss_index.build(np.zeros(0, np.int64), np.zeros((0, 8), np.float32))
-    _, ids = faiss_index.search(built.index, clustered(1, dim=8), 5)
-    assert (ids < 0).all()
+def test_search_pads_with_minus_one() -> None:
+    segment = faiss_index.Segment(faiss_index.flat(np.array([5, 9]), clustered(2)), "flat")
+    _, ids = faiss_index.search([segment], clustered(1, seed=3), 5)
+    assert sorted(ids[0][:2].tolist()) == [5, 9]
+    assert ids[0][2:].tolist() == [-1, -1, -1]
+    empty = faiss_index.Segment(faiss_index.flat(np.zeros(0, np.int64), clustered(0)), "flat")
+    assert (faiss_index.search([empty], clustered(1), 3)[1] < 0).all()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_fold_removes_dead_ids_and_adds_new_vectors(kind: str) -> None:
+    vectors = clustered(5000)
+    built = faiss_index.build(np.arange(4000), vectors[:4000], kind)
+    folded = faiss_index.fold(built.index, np.arange(100), np.arange(4000, 5000), vectors[4000:])
+    assert folded.ntotal == 4900
+    assert sorted(faiss_index.stored_ids(folded)) == list(range(100, 5000))
+    segment = faiss_index.Segment(folded, kind, built.params)
+    _, ids = faiss_index.search([segment], vectors[[4500, 50]], 1)
+    assert ids[0][0] == 4500 and ids[1][0] != 50
 
 
 def test_unknown_kind_is_refused() -> None:

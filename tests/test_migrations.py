@@ -33,7 +33,14 @@ def test_downgrade_and_upgrade_round_trip(tmp_path: Path) -> None:
     config = alembic_config(url)
     head = head_revision(config)
     tables = set(inspect(engine).get_table_names())
-    assert {"images", "embeddings", "models", "index_artifacts", "library_state"} <= tables
+    assert {
+        "images",
+        "embeddings",
+        "models",
+        "changes",
+        "index_versions",
+        "index_segments",
+    } <= tables
 
     command.downgrade(config, "base")
     assert current_revision(engine) is None

@@ -1,0 +1,530 @@
+"""A model's FAISS index as versioned, immutable segment files tied to database rows.
+
+A version is a trained **base** segment plus small exact **delta** segments, current at a change
+seq of the change log. Updates add one delta holding only what changed; an id whose latest change
+is newer than a segment is dead (a tombstone) in it and is filtered inside FAISS at search time,
+so removals show at once, even before the index catches up. Compaction folds deltas and
+tombstones into a new base when they pass a threshold, re-measuring recall; the rules in
+``index_rules`` decide when to compact and when to train anew.
+
+Files are written atomically before the rows that name them are committed; a crash leaves at most
+unreferenced files, which the next writer deletes. Writers hold the library's write lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgvec import faiss_index, index_rules, recall, store
+from imgvec.atomic import TEMP_PREFIX
+from imgvec.errors import ImgvecError
+from imgvec.files import sha256_file
+from imgvec.schema import EmbeddingModel, IndexSegment, IndexVersion
+
+INDEX_DIR = "index"
+OUR_FILE = re.compile(r"m\d+-(base|delta)-[0-9a-f]{12}\.faiss|model\d+-g\d+-[0-9a-f]{8}\.faiss")
+"""Names imgvec gives index files (the second: revision 0001's single artifacts)."""
+AUTO_KEEP_RETIRED = 2
+"""Retired versions kept after each update (``imgvec index gc --keep`` trims further)."""
+
+
+def total_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: int
+    kind: str
+    params: dict[str, Any]
+    n_vectors: int
+    change_seq: int
+    train_size: int | None
+    recall: float | None
+    operation: str
+    status: str
+    created_at: datetime
+    segments: list[dict[str, Any]]
+
+
+@dataclass
+class VerifyReport:
+    version: int | None
+    checked_segments: int = 0
+    live_vectors: int = 0
+    pending_changes: int = 0
+    problems: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+    """imgvec's own files that no row names, left by an interrupted write: harmless; the next
+    writing command deletes them."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class GcReport:
+    versions_deleted: int
+    files_deleted: int
+    bytes_freed: int
+    changes_pruned: int
+
+
+class IndexStore:
+    def __init__(
+        self,
+        root: Path,
+        sessions: sessionmaker[Session],
+        model: EmbeddingModel,
+        notice: Callable[[str], None],
+        target_recall: float = recall.DEFAULT_TARGET,
+        memory_budget: int | None = None,
+    ) -> None:
+        self.root = root
+        self.sessions = sessions
+        self.model = model
+        self.notice = notice
+        self.target_recall = target_recall
+        self.memory_budget = memory_budget or index_rules.memory_budget(total_memory())
+        self._loaded: dict[int, faiss_index.Segment] = {}
+
+    # --- writing (the caller holds the write lock) -----------------------------------------------
+
+    def update(self) -> IndexVersion:
+        """Bring the active version up to the change log: one new delta, then rules may compact
+        or retrain. The first call builds the index."""
+        self.remove_orphans()
+        with self.sessions() as session:
+            active = store.active_version(session, self.model.id)
+            if active is None:
+                return self.build()
+            segments = store.segments_of(session, active.id)
+            broken = [s.path for s in segments if not self._file_intact(s)]
+            if broken:
+                self.notice(
+                    f"Index file {broken[0]} is missing or damaged; rebuilding the index "
+                    "from stored vectors"
+                )
+                return self.build()
+            seq = store.last_change(session, self.model.id)
+            if active.change_seq == seq:
+                return self._maybe_compact(active, segments)
+            changed = store.changed_since(session, self.model.id, active.change_seq)
+            ids, vectors = store.vectors_of(session, self.model.id, self.model.dim, changed)
+            n_live = store.count_vectors(session, self.model.id)
+        new_segments = list(segments)
+        if len(ids):
+            new_segments.append(
+                self._write_segment(faiss_index.flat(ids, vectors), "delta", len(ids), seq)
+            )
+        version = self._record(
+            new_segments,
+            "update",
+            active.kind,
+            _params(active),
+            n_live,
+            seq,
+            active.train_size,
+            active.recall,
+            parent=active.id,
+        )
+        self._forget_old_versions()
+        return self._maybe_compact(version, new_segments)
+
+    def build(
+        self, kind: str | None = None, nlist: int | None = None, nprobe: int | None = None
+    ) -> IndexVersion:
+        """A fresh version from the stored vectors (no model is loaded); trains IVF kinds."""
+        with self.sessions() as session:
+            seq = store.last_change(session, self.model.id)
+            active = store.active_version(session, self.model.id)
+            ids, vectors = store.all_vectors(session, self.model.id, self.model.dim)
+        kind = kind or index_rules.choose_kind(
+            len(ids), self.model.dim, self.memory_budget, active.kind if active else None
+        )
+        if kind != "flat" and len(ids) < index_rules.MIN_POINTS_PER_LIST:
+            raise ImgvecError(
+                f"an {kind} index needs at least {index_rules.MIN_POINTS_PER_LIST} "
+                f"vectors to train; the library has {len(ids)}"
+            )
+        if kind != "flat":
+            self.notice(f"Training the {kind.upper()} index on {len(ids)} vectors")
+        built = faiss_index.build(
+            ids, vectors, kind, nlist=nlist, nprobe=nprobe, target_recall=self.target_recall
+        )
+        base = self._write_segment(built.index, "base", len(ids), seq)
+        version = self._record(
+            [base],
+            "build",
+            built.kind,
+            built.params,
+            len(ids),
+            seq,
+            built.train_size,
+            built.recall,
+            parent=active.id if active else None,
+        )
+        if built.recall is not None and built.recall < self.target_recall:
+            self.notice(
+                f"Measured recall@10 {built.recall:.3f} is below the target "
+                f"{self.target_recall:.2f} even at nprobe={built.params['nprobe']}"
+            )
+        self._forget_old_versions()
+        return version
+
+    def compact(self) -> IndexVersion:
+        """Fold deltas and tombstones into a new base (no retraining unless the rules say so)."""
+        with self.sessions() as session:
+            active = store.active_version(session, self.model.id)
+            if active is None:
+                return self.build()
+            segments = store.segments_of(session, active.id)
+            base = segments[0]
+            seq = active.change_seq
+            changed = store.changed_since(session, self.model.id, base.created_seq)
+            changed = {i: s for i, s in changed.items() if s <= seq}
+            ids, vectors = store.vectors_of(session, self.model.id, self.model.dim, changed)
+            n_live = store.count_vectors(session, self.model.id)
+        wanted = index_rules.choose_kind(n_live, self.model.dim, self.memory_budget, active.kind)
+        reason = index_rules.retrain_reason(
+            active.kind, wanted, n_live, _params(active).get("nlist"), None, self.target_recall
+        )
+        if reason:
+            self.notice(f"Retraining the index: {reason}")
+            return self.build()
+        index = faiss_index.load(self.root / base.path)
+        dead = np.fromiter(changed, dtype=np.int64, count=len(changed))
+        index = faiss_index.fold(index, dead, ids, vectors)
+        params, measured = _params(active), active.recall
+        if active.kind == "ivf":  # IVF-Flat at nprobe=nlist is exact: recall needs no vectors
+            measured = self._retune(index, params)
+            if measured < self.target_recall:
+                self.notice(
+                    f"Retraining the index: measured recall@10 {measured:.3f} is below "
+                    f"the target {self.target_recall:.2f}"
+                )
+                return self.build()
+        new_base = self._write_segment(index, "base", int(index.ntotal), seq)
+        version = self._record(
+            [new_base],
+            "compact",
+            active.kind,
+            params,
+            n_live,
+            seq,
+            active.train_size,
+            measured,
+            parent=active.id,
+        )
+        self._forget_old_versions()
+        return version
+
+    def _maybe_compact(self, version: IndexVersion, segments: list[IndexSegment]) -> IndexVersion:
+        base, deltas = segments[0], segments[1:]
+        with self.sessions() as session:
+            dead = len(store.changed_since(session, self.model.id, base.created_seq))
+        wanted = index_rules.choose_kind(
+            version.n_vectors, self.model.dim, self.memory_budget, version.kind
+        )
+        reason = index_rules.retrain_reason(
+            version.kind,
+            wanted,
+            version.n_vectors,
+            _params(version).get("nlist"),
+            None,
+            self.target_recall,
+        )
+        if reason:
+            self.notice(f"Retraining the index: {reason}")
+            return self.build()
+        delta_vectors = sum(s.n_vectors for s in deltas)
+        if index_rules.should_compact(base.n_vectors, delta_vectors, dead, len(deltas)):
+            self.notice(f"Compacting the index ({len(deltas)} delta segments, {dead} changes)")
+            return self.compact()
+        return version
+
+    def _retune(self, index: Any, params: dict[str, Any]) -> float:
+        import faiss
+
+        query_ids = recall.sample_ids(faiss_index.stored_ids(index))
+        queries = np.vstack([index.reconstruct(int(i)) for i in query_ids])
+        nlist = int(params["nlist"])
+        ivf = faiss.extract_index_ivf(index)
+        truth = ivf.search(queries, recall.K + 1, params=faiss.SearchParametersIVF(nprobe=nlist))[1]
+
+        def search_at(probe: int) -> np.ndarray:
+            return ivf.search(
+                queries, recall.K + 1, params=faiss.SearchParametersIVF(nprobe=probe)
+            )[1]
+
+        tuning = recall.tune_nprobe(search_at, query_ids, truth, nlist, self.target_recall)
+        params["nprobe"] = tuning.nprobe
+        return tuning.recall
+
+    def rollback(self, version_id: int) -> IndexVersion:
+        """Make an earlier version active again, then replay the changes made since it."""
+        with self.sessions() as session, session.begin():
+            target = session.get(IndexVersion, version_id)
+            if target is None or target.model_id != self.model.id:
+                raise ImgvecError(
+                    f"no index version {version_id} for this library's model "
+                    "(see imgvec index list)"
+                )
+            for segment in store.segments_of(session, target.id):
+                if not self._file_intact(segment, checksum=True):
+                    raise ImgvecError(
+                        f"version {version_id} cannot be restored: its file "
+                        f"{segment.path} is missing or damaged"
+                    )
+            store.activate_version(session, target)
+        self.notice(f"Version {version_id} is active again; applying later changes to it")
+        return self.update()
+
+    def gc(self, keep: int = AUTO_KEEP_RETIRED) -> GcReport:
+        """Delete retired versions beyond the ``keep`` newest, then every file no version uses."""
+        with self.sessions() as session, session.begin():
+            retired = [v for v in store.versions(session, self.model.id) if v.status != "active"]
+            doomed = [v.id for v in retired[keep:]]
+            store.delete_versions(session, doomed)
+            kept = store.versions(session, self.model.id)
+            floor = min(
+                (s.created_seq for v in kept for s in store.segments_of(session, v.id)), default=0
+            )
+            pruned = store.prune_changes(session, self.model.id, floor)
+            unused = store.unreferenced_segments(session)
+            paths = [s.path for s in unused]
+            for segment in unused:
+                session.delete(segment)
+        files, freed = 0, 0
+        for relative in paths:
+            path = self.root / relative
+            if path.exists():
+                freed += path.stat().st_size
+                path.unlink()
+                files += 1
+        orphans, orphan_bytes = self.remove_orphans()
+        return GcReport(len(doomed), files + orphans, freed + orphan_bytes, pruned)
+
+    def _forget_old_versions(self) -> None:
+        self.gc(AUTO_KEEP_RETIRED)
+
+    def remove_orphans(self) -> tuple[int, int]:
+        """Delete temporary files and segment files no row names (left by a crashed writer)."""
+        with self.sessions() as session:
+            known = store.segment_paths(session)
+        removed = freed = 0
+        for path in _index_files(self.root):
+            relative = f"{INDEX_DIR}/{path.name}"
+            ours = path.name.startswith(TEMP_PREFIX) or OUR_FILE.fullmatch(path.name)
+            if ours and relative not in known:
+                freed += path.stat().st_size
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed, freed
+
+    def _write_segment(self, index: Any, role: str, n_vectors: int, seq: int) -> IndexSegment:
+        relative = f"{INDEX_DIR}/m{self.model.id}-{role}-{uuid.uuid4().hex[:12]}.faiss"
+        target = self.root / relative
+        faiss_index.save(index, target)
+        with self.sessions() as session, session.begin():
+            return store.add_segment(
+                session,
+                model_id=self.model.id,
+                role=role,
+                path=relative,
+                sha256=sha256_file(target),
+                size_bytes=target.stat().st_size,
+                n_vectors=n_vectors,
+                created_seq=seq,
+            )
+
+    def _record(
+        self,
+        segments: list[IndexSegment],
+        operation: str,
+        kind: str,
+        params: dict[str, Any],
+        n_vectors: int,
+        seq: int,
+        train_size: int | None,
+        measured: float | None,
+        parent: int | None,
+    ) -> IndexVersion:
+        with self.sessions() as session, session.begin():
+            merged = [session.merge(s) for s in segments]
+            return store.add_version(
+                session,
+                merged,
+                params,
+                model_id=self.model.id,
+                parent_id=parent,
+                kind=kind,
+                n_vectors=n_vectors,
+                change_seq=seq,
+                train_size=train_size,
+                recall=measured,
+                operation=operation,
+            )
+
+    def intact(self, version: IndexVersion) -> bool:
+        """Every file of the version is there with its recorded size (a stat each)."""
+        with self.sessions() as session:
+            return all(self._file_intact(s) for s in store.segments_of(session, version.id))
+
+    def _file_intact(self, segment: IndexSegment, checksum: bool = False) -> bool:
+        path = self.root / segment.path
+        try:
+            if path.stat().st_size != segment.size_bytes:
+                return False
+        except OSError:
+            return False
+        return not checksum or sha256_file(path) == segment.sha256
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def active(self) -> tuple[IndexVersion | None, int]:
+        """The active version and the newest change seq (a version behind it is stale)."""
+        with self.sessions() as session:
+            return (
+                store.active_version(session, self.model.id),
+                store.last_change(session, self.model.id),
+            )
+
+    def search(
+        self, version: IndexVersion, queries: np.ndarray, k: int, lookup: faiss_index.VectorLookup
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search a version's segments (memory-mapped), ids changed after a segment filtered."""
+        with self.sessions() as session:
+            segments = store.segments_of(session, version.id)
+            floor = min(s.created_seq for s in segments)
+            changed = store.changed_since(session, self.model.id, floor)
+        params = _params(version)
+        loaded = []
+        for segment in segments:
+            if segment.id not in self._loaded:
+                kind = version.kind if segment.role == "base" else "flat"
+                index = faiss_index.load(self.root / segment.path, kind)
+                self._loaded[segment.id] = faiss_index.Segment(index, kind)
+            cached = self._loaded[segment.id]
+            dead = np.array([i for i, s in changed.items() if s > segment.created_seq], np.int64)
+            loaded.append(faiss_index.Segment(cached.index, cached.kind, params, dead))
+        return faiss_index.search(loaded, queries, k, lookup)
+
+    def list_versions(self) -> list[VersionInfo]:
+        with self.sessions() as session:
+            return [self._info(session, v) for v in store.versions(session, self.model.id)]
+
+    def _info(self, session: Session, version: IndexVersion) -> VersionInfo:
+        segments = [
+            {
+                "role": s.role,
+                "path": s.path,
+                "n_vectors": s.n_vectors,
+                "size_bytes": s.size_bytes,
+                "sha256": s.sha256,
+                "created_seq": s.created_seq,
+            }
+            for s in store.segments_of(session, version.id)
+        ]
+        return VersionInfo(
+            version.id,
+            version.kind,
+            _params(version),
+            version.n_vectors,
+            version.change_seq,
+            version.train_size,
+            version.recall,
+            version.operation,
+            version.status,
+            version.created_at,
+            segments,
+        )
+
+    def verify(self, writer_active: bool = False) -> VerifyReport:
+        """Check files against checksums and the index against the table."""
+        with self.sessions() as session:
+            active = store.active_version(session, self.model.id)
+            report = VerifyReport(active.id if active else None)
+            known = store.segment_paths(session)
+            if active is None:
+                report.problems.append("no index has been built (run imgvec index rebuild)")
+                return report
+            segments = store.segments_of(session, active.id)
+            floor = min(s.created_seq for s in segments)
+            changed = store.changed_since(session, self.model.id, floor)
+            table_ids = set(store.vector_ids(session, self.model.id))
+            report.pending_changes = sum(1 for s in changed.values() if s > active.change_seq)
+        live: dict[int, int] = {}
+        for segment in segments:
+            report.checked_segments += 1
+            path = self.root / segment.path
+            if not path.exists():
+                report.problems.append(f"{segment.path}: missing")
+                continue
+            if path.stat().st_size != segment.size_bytes:
+                report.problems.append(
+                    f"{segment.path}: size {path.stat().st_size} bytes, "
+                    f"expected {segment.size_bytes} (truncated or replaced)"
+                )
+                continue
+            if sha256_file(path) != segment.sha256:
+                report.problems.append(f"{segment.path}: checksum mismatch (file was altered)")
+                continue
+            try:
+                ids = faiss_index.stored_ids(faiss_index.load(path))
+            except RuntimeError as error:
+                report.problems.append(f"{segment.path}: unreadable ({error})")
+                continue
+            alive = [int(i) for i in ids if changed.get(int(i), -1) <= segment.created_seq]
+            for image_id in alive:
+                live[image_id] = live.get(image_id, 0) + 1
+        twice = [i for i, count in live.items() if count > 1]
+        if twice:
+            report.problems.append(
+                f"{len(twice)} ids are live in more than one segment (e.g. {twice[:5]})"
+            )
+        pending = {i for i, s in changed.items() if s > active.change_seq}
+        expected = table_ids - pending
+        indexed = set(live)
+        if missing := expected - indexed:
+            report.problems.append(
+                f"{len(missing)} stored vectors are not in the index "
+                f"(e.g. image ids {sorted(missing)[:5]})"
+            )
+        if dead := indexed - table_ids:
+            report.problems.append(
+                f"{len(dead)} index entries have no row in the table and "
+                f"would be returned (e.g. ids {sorted(dead)[:5]})"
+            )
+        report.live_vectors = len(indexed)
+        for path in _index_files(self.root):
+            relative = f"{INDEX_DIR}/{path.name}"
+            if relative in known:
+                continue
+            if path.name.startswith(TEMP_PREFIX) or OUR_FILE.fullmatch(path.name):
+                if not writer_active:
+                    report.leftovers.append(relative)
+                continue
+            report.problems.append(f"{relative}: foreign file (not part of any index version)")
+        return report
+
+
+def _params(version: IndexVersion) -> dict[str, Any]:
+    return json.loads(version.params)
+
+
+def _index_files(root: Path) -> list[Path]:
+    directory = root / INDEX_DIR
+    return sorted(p for p in directory.iterdir() if p.is_file()) if directory.is_dir() else []

@@ -1,0 +1,252 @@
+"""Versioned index segments through the CLI: incremental updates, tombstones, compaction,
+rebuild without a model, recall recorded, list/rollback/gc, verify."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imgvec.library import Library
+from tests.conftest import FAKE_ARGS, make_image
+
+
+@pytest.fixture
+def library_with_photos(imgvec, tmp_path: Path) -> Path:
+    folder = tmp_path / "many"
+    for i in range(60):
+        make_image(folder / f"img{i:03d}.jpg", seed=500 + i, size=(48, 32))
+    assert imgvec("add", folder, *FAKE_ARGS).exit_code == 0
+    return folder
+
+
+def index_status(imgvec) -> dict:
+    result = imgvec("index", "status", "--json")
+    assert result.exit_code == 0, result.stderr
+    return result.json()
+
+
+def names(results: list[dict]) -> list[str]:
+    return [Path(r["path"]).name for r in results]
+
+
+def test_first_add_builds_one_exact_base(imgvec, library_with_photos: Path) -> None:
+    status = index_status(imgvec)
+    assert status["kind"] == "flat" and status["operation"] == "build"
+    assert [s["role"] for s in status["segments"]] == ["base"]
+    assert status["n_vectors"] == 60 and status["behind"] is False
+
+
+def test_adding_writes_only_a_small_delta_and_never_touches_the_base(
+    imgvec,
+    library_with_photos: Path,
+    library: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = index_status(imgvec)["segments"][0]
+    base_file = library / base["path"]
+    before = base_file.stat()
+    make_image(tmp_path / "new" / "fresh.jpg", seed=9999)
+
+    def no_full_read(*_args: object) -> None:
+        raise AssertionError("an update must not read all stored vectors")
+
+    monkeypatch.setattr("imgvec.store.all_vectors", no_full_read)
+    assert imgvec("add", tmp_path / "new", "--json").json()["added"] == 1
+
+    status = index_status(imgvec)
+    assert status["operation"] == "update"
+    assert [s["role"] for s in status["segments"]] == ["base", "delta"]
+    assert status["segments"][0]["path"] == base["path"]
+    assert status["segments"][1]["n_vectors"] == 1
+    after = base_file.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (
+        before.st_ino,
+        before.st_mtime_ns,
+        before.st_size,
+    )
+    hits = imgvec("query", tmp_path / "new" / "fresh.jpg", "-k", "1", "--json").json()[0]
+    assert names(hits["results"]) == ["fresh.jpg"]
+
+
+def test_removed_images_are_tombstoned_not_rewritten(imgvec, library_with_photos: Path) -> None:
+    base_path = index_status(imgvec)["segments"][0]["path"]
+    assert imgvec("remove", library_with_photos / "img007.jpg").exit_code == 0
+    status = index_status(imgvec)
+    assert status["segments"][0]["path"] == base_path  # the base still holds id 7, filtered
+    assert status["n_vectors"] == 59
+    results = imgvec("query", library_with_photos / "img008.jpg", "-k", "60", "--json").json()
+    assert "img007.jpg" not in names(results[0]["results"])
+    assert len(results[0]["results"]) == 59
+
+
+def test_re_embedded_image_is_found_by_its_new_content_only(
+    imgvec, library_with_photos: Path, tmp_path: Path
+) -> None:
+    target = library_with_photos / "img003.jpg"
+    make_image(target, seed=4242, size=(48, 32))
+    import os
+
+    os.utime(target, ns=(1, 1))
+    assert imgvec("add", library_with_photos, "--json").json()["updated"] == 1
+    probe = make_image(tmp_path / "probe.jpg", seed=4242, size=(48, 32))
+    top = imgvec("query", probe, "-k", "60", "--json").json()[0]["results"]
+    assert names(top)[0] == "img003.jpg" and top[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert names(top).count("img003.jpg") == 1  # the old vector is dead in the base
+
+
+def test_many_small_updates_are_compacted_by_rule(
+    imgvec, library_with_photos: Path, tmp_path: Path
+) -> None:
+    for i in range(18):
+        make_image(tmp_path / f"batch{i}" / "x.jpg", seed=7000 + i)
+        imgvec("add", tmp_path / f"batch{i}")
+        segments = index_status(imgvec)["segments"]
+        assert len(segments) <= 17  # never more than MAX_DELTA_SEGMENTS deltas plus the base
+    status = index_status(imgvec)
+    assert status["n_vectors"] == 78
+    assert status["operation"] in ("compact", "update")
+    assert any(v["operation"] == "compact" for v in imgvec("index", "list", "--json").json())
+    assert names(
+        imgvec("query", tmp_path / "batch3" / "x.jpg", "-k", "1", "--json").json()[0]["results"]
+    ) == ["x.jpg"]
+
+
+def test_compact_folds_everything_into_one_base(
+    imgvec, library_with_photos: Path, tmp_path: Path
+) -> None:
+    make_image(tmp_path / "more" / "a.jpg", seed=31337)
+    imgvec("add", tmp_path / "more")
+    imgvec("remove", library_with_photos / "img000.jpg")
+    before = imgvec("query", library_with_photos / "img010.jpg", "-k", "5", "--json").json()
+    result = imgvec("index", "compact", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["operation"] == "compact"
+    status = index_status(imgvec)
+    assert [s["role"] for s in status["segments"]] == ["base"]
+    assert status["segments"][0]["n_vectors"] == 60
+    after = imgvec("query", library_with_photos / "img010.jpg", "-k", "5", "--json").json()
+    assert before == after
+    assert imgvec("index", "verify").exit_code == 0
+
+
+def test_rebuild_loads_no_model_and_ivf_records_measured_recall(
+    imgvec, library_with_photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Library, "embedder", lambda self: pytest.fail("model loaded"))
+    result = imgvec("index", "build", "--kind", "ivf", "--nlist", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    built = result.json()
+    assert built["kind"] == "ivf" and built["params"]["nlist"] == 2
+    assert built["params"]["nprobe"] in (1, 2)
+    assert 0.0 < built["recall"] <= 1.0 and built["train_size"] == 60
+    text = imgvec("index", "status").stdout
+    assert "Recall@10:" in text and "nprobe=" in text
+    rebuilt = imgvec("index", "rebuild", "--json").json()
+    assert rebuilt["kind"] == "flat"  # the automatic choice for 60 vectors
+    assert rebuilt["operation"] == "build" and rebuilt["recall"] is None
+
+
+def test_list_rollback_and_gc(
+    imgvec, library_with_photos: Path, tmp_path: Path, library: Path
+) -> None:
+    first = index_status(imgvec)["id"]
+    make_image(tmp_path / "later" / "b.jpg", seed=2024)
+    imgvec("add", tmp_path / "later")
+    versions = imgvec("index", "list", "--json").json()
+    assert [v["status"] for v in versions][:2] == ["active", "retired"]
+    assert versions[1]["id"] == first
+
+    rolled = imgvec("index", "rollback", str(first), "--json")
+    assert rolled.exit_code == 0, rolled.stderr
+    # The rolled-back version is caught up at once: nothing committed is lost.
+    hits = imgvec("query", tmp_path / "later" / "b.jpg", "-k", "1", "--json").json()[0]
+    assert names(hits["results"]) == ["b.jpg"]
+    assert imgvec("index", "rollback", "999").exit_code == 2
+
+    files_before = set((library / "index").iterdir())
+    gc = imgvec("index", "gc", "--keep", "0", "--json").json()
+    assert gc["versions_deleted"] >= 1 and gc["files_deleted"] >= 1
+    assert [v["status"] for v in imgvec("index", "list", "--json").json()] == ["active"]
+    assert set((library / "index").iterdir()) < files_before
+    assert imgvec("index", "verify").exit_code == 0
+    assert names(
+        imgvec("query", tmp_path / "later" / "b.jpg", "-k", "1", "--json").json()[0]["results"]
+    ) == ["b.jpg"]
+
+
+def test_verify_reports_truncated_missing_and_foreign_files(
+    imgvec, library_with_photos: Path, library: Path, tmp_path: Path
+) -> None:
+    make_image(tmp_path / "d" / "c.jpg", seed=77)
+    imgvec("add", tmp_path / "d")
+    ok = imgvec("index", "verify", "--json")
+    assert ok.exit_code == 0 and ok.json()["ok"] is True and ok.json()["live_vectors"] == 61
+
+    segments = index_status(imgvec)["segments"]
+    base, delta = library / segments[0]["path"], library / segments[1]["path"]
+    (library / "index" / "stray.faiss").write_bytes(b"not ours")
+    data = base.read_bytes()
+    base.write_bytes(data[: len(data) // 2])
+    delta.unlink()
+    result = imgvec("index", "verify")
+    assert result.exit_code == 1
+    assert f"{segments[0]['path']}: size" in result.stderr and "truncated" in result.stderr
+    assert f"{segments[1]['path']}: missing" in result.stderr
+    assert "index/stray.faiss: foreign file" in result.stderr
+    assert "stored vectors are not in the index" in result.stderr
+
+    # The next query repairs the index from stored vectors; only the foreign file remains.
+    assert names(
+        imgvec("query", tmp_path / "d" / "c.jpg", "-k", "1", "--json").json()[0]["results"]
+    ) == ["c.jpg"]
+    again = imgvec("index", "verify", "--json").json()
+    assert again["problems"] == ["index/stray.faiss: foreign file (not part of any index version)"]
+
+
+def test_altered_file_fails_its_checksum(imgvec, library_with_photos: Path, library: Path) -> None:
+    base = library / index_status(imgvec)["segments"][0]["path"]
+    data = bytearray(base.read_bytes())
+    data[-1] ^= 0xFF
+    base.write_bytes(bytes(data))
+    result = imgvec("index", "verify")
+    assert result.exit_code == 1 and "checksum mismatch" in result.stderr
+
+
+def test_a_removal_shows_even_while_another_process_holds_the_write_lock(
+    imgvec, library_with_photos: Path, library: Path
+) -> None:
+    with Library.open(library) as writer, writer.writing():
+        with writer.session() as session, session.begin():
+            from imgvec import store
+
+            [victim] = store.image_ids_under(session, [str(library_with_photos / "img001.jpg")])
+            store.delete_images(session, [victim])
+        # A reader cannot update the index now, yet must not return the removed image.
+        result = imgvec("query", library_with_photos / "img002.jpg", "-k", "60", "--json")
+        assert result.exit_code == 0, result.stderr
+        assert "Another process is updating the library" in result.stderr
+        assert "img001.jpg" not in names(result.json()[0]["results"])
+    assert index_status(imgvec)["behind"] is True
+    assert imgvec("index", "verify", "--json").json()["pending_changes"] == 1
+    imgvec("query", library_with_photos / "img002.jpg")  # catches up
+    assert index_status(imgvec)["behind"] is False
+
+
+def test_a_library_from_revision_0001_gets_its_index_rebuilt(
+    imgvec, library_with_photos: Path, library: Path
+) -> None:
+    from alembic import command
+
+    from imgvec.db import alembic_config
+
+    url = f"sqlite:///{library / 'imgvec.db'}"
+    shutil.copy(library / "imgvec.db", library / "backup.db")
+    command.downgrade(alembic_config(url), "0001")
+    result = imgvec("query", library_with_photos / "img005.jpg", "-k", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "Upgraded library schema from revision 0001" in result.stderr
+    assert names(result.json()[0]["results"]) == ["img005.jpg"]
+    assert imgvec("index", "verify").exit_code == 0
