@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 some inputs failed (each named on stderr); 2 the comman
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -266,16 +267,26 @@ def query(
         typer.Argument(help="Query images (need not be in the library).", show_default=False),
     ],
     k: Annotated[int, typer.Option("-k", "--top", min=1, help="Results per query.")] = DEFAULT_K,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            help="Only images matching this SQL condition on the `photos` "
+            "view, e.g. \"camera_make = 'Canon' AND taken_at >= '2024-01-01'\".",
+            show_default=False,
+        ),
+    ] = None,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Find the library images most similar to each query image (cosine similarity, best first).
 
-    Example: imgvec query holiday.jpg -k 5
+    Examples: imgvec query holiday.jpg -k 5
+              imgvec query holiday.jpg --where "folder LIKE '%/2023/%'"
     """
     with open_library(library, db, create=False) as lib:
-        results = lib.query([str(i) for i in images], k=k)
+        results = lib.query([str(i) for i in images], k=k, where=where)
     if json_output:
         print_json(
             [
@@ -283,6 +294,7 @@ def query(
                     "query": r.query,
                     "vector": r.vector_source,
                     "error": r.error,
+                    "filter": r.filter,
                     "results": [asdict(hit) for hit in r.hits],
                 }
                 for r in results
@@ -342,6 +354,60 @@ def status(
         )
     for failure in info.failures:
         out.print(f"  unreadable: {display(failure.path)}: {failure.reason}", markup=False)
+
+
+@app.command()
+def sql(
+    statement: Annotated[str, typer.Argument(help="One SQL statement (read-only).")],
+    csv_output: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Run read-only SQL over the library's metadata (the database itself refuses writes).
+
+    Query the `photos` view (one row per readable image: path, folder, width, height, format,
+    taken_at, camera_make, camera_model, lens, gps_lat, gps_lon, ...) or the tables.
+
+    Example: imgvec sql "SELECT camera_model, count(*) FROM photos GROUP BY 1 ORDER BY 2 DESC"
+    """
+    with open_library(library, db, create=False) as lib:
+        result = lib.sql(statement)
+    if result.truncated:
+        err.print(f"Only the first {len(result.rows)} rows are shown.", markup=False)
+    if json_output:
+        print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
+    elif csv_output:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    else:
+        table = Table(box=None)
+        for column in result.columns:
+            table.add_column(column, overflow="fold")
+        for row in result.rows:
+            table.add_row(*("" if value is None else str(value) for value in row))
+        out.print(table)
+
+
+@app.command()
+def backfill(
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Read EXIF and pixel sizes of images added by an older imgvec (headers only, no model).
+
+    Example: imgvec backfill
+    """
+    with open_library(library, db, create=False) as lib:
+        report = lib.backfill()
+    if json_output:
+        print_json(asdict(report))
+    else:
+        out.print(f"Read metadata of {report.updated} images", markup=False)
+    if report.errors:
+        raise typer.Exit(EXIT_FAILED_INPUTS)
 
 
 index_app = typer.Typer(

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from imgvec import migrations
@@ -36,6 +37,26 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+@contextmanager
+def migration_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection to migrate with. On SQLite, foreign keys are off meanwhile: batch mode
+    rebuilds a table by copying it and dropping the old one, and with foreign keys on that DROP
+    would cascade (deleting every embedding of the images table). The pragma only takes effect
+    outside a transaction."""
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            yield connection
+        finally:
+            if sqlite:
+                connection.rollback()
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 def alembic_config(url: str) -> Config:
@@ -68,9 +89,10 @@ def upgrade_schema(engine: Engine, notify: Callable[[str], None] = lambda _msg: 
             f"the library's schema revision {current} is newer than this imgvec knows; "
             "upgrade imgvec"
         )
-    with engine.begin() as connection:
+    with migration_connection(engine) as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+        connection.commit()
     if current is None:
         notify(f"Created library schema (revision {head})")
     else:

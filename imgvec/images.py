@@ -6,12 +6,13 @@ import io
 import os
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from imgvec.errors import ImageError
+from imgvec.metadata import PhotoMetadata, read_exif, upright
 
 MAX_PIXELS = 178_956_970
 """Pillow's own decompression-bomb error limit (2 x ``Image.MAX_IMAGE_PIXELS``), checked on the
@@ -34,6 +35,7 @@ class Picture:
     width: int
     height: int
     format: str
+    metadata: PhotoMetadata = field(default_factory=PhotoMetadata)
 
 
 def read_file(path: str) -> bytes:
@@ -62,8 +64,8 @@ def decode(data: bytes) -> Picture:
                 "possible decompression bomb)"
             )
         image.load()
-        image = ImageOps.exif_transpose(image)
-        rgb = to_rgb(image)
+        metadata = read_exif(image)
+        rgb = to_rgb(upright(image))
     except ImageError:
         raise
     except UnidentifiedImageError as error:
@@ -74,7 +76,7 @@ def decode(data: bytes) -> Picture:
         raise ImageError(f"corrupt or truncated image: {error}") from error
     except (ValueError, SyntaxError, struct.error, MemoryError) as error:
         raise ImageError(f"corrupt image: {error}") from error
-    return Picture(rgb, rgb.width, rgb.height, fmt)
+    return Picture(rgb, rgb.width, rgb.height, fmt, metadata)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

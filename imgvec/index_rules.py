@@ -128,3 +128,25 @@ def retrain_reason(
     if recall is not None and recall < target:
         return f"measured recall@10 {recall:.3f} is below the target {target:.2f}"
     return None
+
+
+def filter_strategy(matches: int) -> str:
+    """How to search under a metadata filter: ``exact`` over the matches, or ``overfetch``.
+
+    A selective filter (at most as many matches as exact search handles cheaply, see
+    ``choose_kind``) is answered exactly from the matches' stored vectors: always k results, no
+    index needed. A broad one searches the index for more than k candidates and keeps the matches
+    (the post-filtering strategy of vector databases such as Milvus and LanceDB).
+    """
+    return "exact" if matches <= FLAT_MAX_VECTORS else "overfetch"
+
+
+def overfetch(k: int, matches: int, total: int) -> int:
+    """Candidates to fetch so that about 2k of them match: k * total / matches * 2, at most total.
+
+    With a share s = matches/total of the library matching, n candidates hold about s*n matches;
+    twice the need absorbs uneven spread. If it still falls short, the caller doubles it.
+    """
+    if matches <= 0:
+        return 0
+    return min(total, max(k, math.ceil(2 * k * total / matches)))

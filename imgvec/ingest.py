@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
@@ -21,8 +22,9 @@ from sqlalchemy.orm import Session
 from imgvec import files, store
 from imgvec.errors import ImageError
 from imgvec.images import Picture, decode, read_file
+from imgvec.metadata import METADATA_COLUMNS
 from imgvec.reporting import progress
-from imgvec.schema import Image
+from imgvec.schema import Image, utcnow
 
 if TYPE_CHECKING:
     import torch
@@ -218,7 +220,8 @@ class _Batches:
             if row is None:
                 row = Image(path=found.path, size=found.size, mtime_ns=found.mtime_ns)
                 session.add(row)
-            _set_file(row, found, item.content_hash, None, item.error)
+            _set_file(row, found, item.content_hash, item.error)
+            _set_picture(row, None)
             if known is not None:
                 store.drop_vectors(session, known.id)
             return
@@ -229,7 +232,7 @@ class _Batches:
             and known.has_vector
             and (known.content_hash == item.content_hash and known.error is None)
         ):
-            _set_file(row, found, item.content_hash, None, None, keep_picture=True)
+            _set_file(row, found, item.content_hash, None)
             report.unchanged += 1
             return
         vector = vectors.get(item.content_hash)
@@ -243,8 +246,7 @@ class _Batches:
             moved = self._moved_from(session, item.content_hash)
             if moved is not None:
                 self.claimed.add(moved.id)
-                _set_file(moved, found, item.content_hash, None, None, keep_picture=True)
-                moved.path = found.path
+                _set_file(moved, found, item.content_hash, None)
                 report.moved += 1
                 return
         if row is None:
@@ -253,7 +255,8 @@ class _Batches:
             report.added += 1
         else:
             report.updated += 1
-        _set_file(row, found, item.content_hash, item.picture or donor, None)
+        _set_file(row, found, item.content_hash, None)
+        _set_picture(row, item.picture or donor)
         session.flush()
         store.put_vector(session, row.id, self.model_id, vector)
 
@@ -271,20 +274,25 @@ class _Batches:
 
 
 def _set_file(
-    row: Image,
-    found: files.FoundFile,
-    content_hash: str | None,
-    picture: Picture | Image | None,
-    error: str | None,
-    *,
-    keep_picture: bool = False,
+    row: Image, found: files.FoundFile, content_hash: str | None, error: str | None
 ) -> None:
+    """What the file system says: path, folder, size, modification time; and the outcome."""
+    row.path = found.path
+    row.folder = os.path.dirname(found.path)
     row.size = found.size
     row.mtime_ns = found.mtime_ns
+    row.modified_at = datetime.fromtimestamp(found.mtime_ns / 1e9, timezone.utc)
     row.content_hash = content_hash
     row.error = error
-    if keep_picture:
+
+
+def _set_picture(row: Image, source: Picture | Image | None) -> None:
+    """What the content says: pixel size, format, EXIF (from a decode, or a same-content row)."""
+    if isinstance(source, Picture):
+        row.width, row.height, row.format = source.width, source.height, source.format
+        for name, value in source.metadata.columns().items():
+            setattr(row, name, value)
+        row.metadata_at = utcnow()
         return
-    row.width = picture.width if picture else None
-    row.height = picture.height if picture else None
-    row.format = picture.format if picture else None
+    for name in ("width", "height", "format", "metadata_at", *METADATA_COLUMNS):
+        setattr(row, name, getattr(source, name) if source is not None else None)

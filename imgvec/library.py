@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image as PILImage
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,11 +32,11 @@ from imgvec.reporting import Reporter, SilentReporter
 from imgvec.schema import EmbeddingModel, IndexVersion
 
 if TYPE_CHECKING:
-    from PIL import Image as PILImage
     from torch import Tensor
 
     from imgvec.embed import Embedder
     from imgvec.index_store import GcReport, IndexStore, VerifyReport
+    from imgvec.user_sql import SqlResult
 
 DEFAULT_MODEL = "vit_b_16"
 DEFAULT_K = 10
@@ -73,8 +74,16 @@ class QueryResult:
     query: str
     hits: list[QueryHit] = field(default_factory=list)
     error: str | None = None
+    filter: dict[str, Any] | None = None
+    """With ``where``: the condition, how many images matched, and the strategy used."""
     vector_source: str = "embedded"
     """``stored`` when the query image is in the library and its stored vector was used."""
+
+
+@dataclass(frozen=True)
+class BackfillReport:
+    updated: int
+    errors: list[FileError]
 
 
 @dataclass(frozen=True)
@@ -346,9 +355,16 @@ class Library:
     # --- querying --------------------------------------------------------------------------------
 
     def query(
-        self, images: Sequence[str | os.PathLike[str]], k: int = DEFAULT_K
+        self,
+        images: Sequence[str | os.PathLike[str]],
+        k: int = DEFAULT_K,
+        where: str | None = None,
     ) -> list[QueryResult]:
-        """For each image, the k most similar library images, best first, with cosine scores."""
+        """For each image, the k most similar library images, best first, with cosine scores.
+
+        ``where`` is an SQL condition on the ``photos`` view (e.g. ``"camera_make = 'Canon'"``):
+        only matching images are returned, still k of them when k match.
+        """
         if k < 1:
             raise ImgvecError("k must be at least 1")
         model = self.active_model_row()
@@ -375,10 +391,15 @@ class Library:
             )
         if not vectors:
             return results
-        version = self._current_version()
         order = sorted(vectors)
         queries = np.stack([vectors[p] for p in order])
-        scores, ids = self.index().search(version, queries, k, self._vector_lookup(model))
+        if where is None:
+            version = self._current_version()
+            scores, ids = self.index().search(version, queries, k, self._vector_lookup(model))
+        else:
+            scores, ids, plan = self._filtered_search(model, queries, k, where)
+            for position in order:
+                results[position].filter = plan
         with self.session() as session:
             paths = store.paths_of(session, {int(i) for i in ids.ravel() if i >= 0})
         for row, position in enumerate(order):
@@ -388,6 +409,41 @@ class Library:
                 if i >= 0 and int(i) in paths
             ]
         return results
+
+    def _filtered_search(
+        self, model: EmbeddingModel, queries: np.ndarray, k: int, where: str
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Top-k among the images matching ``where`` (see ``index_rules.filter_strategy``)."""
+        from imgvec import index_rules, user_sql
+
+        allowed = user_sql.matching_ids(self.engine, where)
+        with self.session() as session:
+            total = store.count_vectors(session, model.id)
+        strategy = index_rules.filter_strategy(len(allowed))
+        plan: dict[str, Any] = {"where": where, "matches": len(allowed), "strategy": strategy}
+        if strategy == "exact":
+            with self.session() as session:
+                ids, vectors = store.vectors_of(session, model.id, model.dim, allowed)
+            scores = queries @ vectors.T if len(ids) else np.zeros((len(queries), 0), np.float32)
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            top = np.take_along_axis(scores, order, axis=1)
+            return (*_pad(top, ids[order] if len(ids) else order, k), plan)
+        version = self._current_version()
+        fetch = index_rules.overfetch(k, len(allowed), total)
+        allowed_array = np.fromiter(allowed, np.int64, len(allowed))
+        while True:
+            scores, ids = self.index().search(version, queries, fetch, self._vector_lookup(model))
+            keep = np.isin(ids, allowed_array)
+            enough = (keep.sum(axis=1) >= min(k, len(allowed))).all()
+            if enough or fetch >= total:
+                break
+            fetch = min(total, fetch * 2)
+        plan["fetched"] = fetch
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # matches first, by score
+        top_ids = np.where(
+            np.take_along_axis(keep, order, axis=1), np.take_along_axis(ids, order, axis=1), -1
+        )
+        return np.take_along_axis(scores, order, axis=1), top_ids, plan
 
     def _vector_lookup(self, model: EmbeddingModel) -> Callable[[np.ndarray], np.ndarray]:
         """Stored vectors by image id, for exact re-ranking of compressed-index candidates."""
@@ -415,6 +471,45 @@ class Library:
                 return None
             data = store.stored_vector(session, row.id, model.id)
         return None if data is None else store.bytes_to_vector(data)
+
+    # --- metadata ---------------------------------------------------------------------------------
+
+    def sql(self, statement: str) -> SqlResult:
+        """Run one read-only SQL statement on the library database (writes are refused)."""
+        from imgvec import user_sql
+
+        return user_sql.run(self.engine, statement)
+
+    def backfill(self) -> BackfillReport:
+        """Read EXIF and pixel size of images added before imgvec recorded them (no decoding)."""
+        from imgvec.metadata import read_header
+
+        errors: list[FileError] = []
+        updated = 0
+        with self.writing():
+            with self.session() as session:
+                pending = store.images_without_metadata(session)
+            for start in range(0, len(pending), 256):
+                with self.session() as session, session.begin():
+                    for image_id, path in pending[start : start + 256]:
+                        try:
+                            with PILImage.open(path) as opened:
+                                width, height, metadata = read_header(opened)
+                                fmt = opened.format
+                        except (OSError, ValueError) as error:
+                            errors.append(FileError(path, f"cannot read metadata: {error}"))
+                            self.reporter.file_error(path, errors[-1].reason)
+                            continue
+                        store.set_metadata(
+                            session,
+                            image_id,
+                            width=width,
+                            height=height,
+                            format=fmt,
+                            **metadata.columns(),
+                        )
+                        updated += 1
+        return BackfillReport(updated, errors)
 
     # --- status ----------------------------------------------------------------------------------
 
@@ -449,6 +544,14 @@ class Library:
             failures = [FileError(p, r) for p, r in store.failures(session, failure_limit)]
         database = self.engine.url.render_as_string(hide_password=True)
         return Status(str(self.paths.root), database, images, failed, models, index, failures)
+
+
+def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    missing = k - ids.shape[1]
+    if missing > 0:
+        ids = np.hstack([ids, np.full((len(ids), missing), -1, np.int64)])
+        scores = np.hstack([scores, np.full((len(scores), missing), -np.inf, np.float32)])
+    return scores, ids
 
 
 def _weights_option(identity: str) -> str:

@@ -80,6 +80,20 @@ class Image(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     format: Mapped[str | None] = mapped_column(String(20))
     error: Mapped[str | None] = mapped_column(Text)
+    folder: Mapped[str | None] = mapped_column(Text, index=True)
+    """The directory the file is in (for filters and plots)."""
+    modified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """The file's modification time (from ``mtime_ns``), for SQL users."""
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime)
+    """EXIF DateTimeOriginal: camera local time, no time zone."""
+    camera_make: Mapped[str | None] = mapped_column(String(200))
+    camera_model: Mapped[str | None] = mapped_column(String(200))
+    lens: Mapped[str | None] = mapped_column(String(200))
+    orientation: Mapped[int | None] = mapped_column(Integer)
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    gps_lon: Mapped[float | None] = mapped_column(Float)
+    metadata_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When EXIF was last read (NULL: not yet; ``imgvec backfill`` reads it)."""
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -24,6 +24,7 @@ from imgvec.schema import (
     IndexVersion,
     IndexVersionSegment,
     LibraryState,
+    utcnow,
 )
 
 STATE_ID = 1
@@ -156,6 +157,17 @@ def paths_of(session: Session, ids: Iterable[int]) -> dict[int, str]:
 
 def image_by_path(session: Session, path: str) -> Image | None:
     return session.scalars(select(Image).where(Image.path == path)).one_or_none()
+
+
+def images_without_metadata(session: Session) -> list[tuple[int, str]]:
+    query = select(Image.id, Image.path).where(Image.error.is_(None), Image.metadata_at.is_(None))
+    return [(image_id, path) for image_id, path in session.execute(query.order_by(Image.id))]
+
+
+def set_metadata(session: Session, image_id: int, **columns: Any) -> None:
+    session.execute(
+        update(Image).where(Image.id == image_id).values(metadata_at=utcnow(), **columns)
+    )
 
 
 def failures(session: Session, limit: int | None = None) -> list[tuple[str, str]]:

@@ -3,7 +3,7 @@
 from alembic import context
 
 from imgvec.config import resolve_paths
-from imgvec.db import make_engine
+from imgvec.db import make_engine, migration_connection
 from imgvec.schema import Base
 
 config = context.config
@@ -35,8 +35,9 @@ else:
             context.run_migrations()
     else:
         engine = make_engine(_url())
-        with engine.connect() as connection:
+        with migration_connection(engine) as connection:
             _configure(connection=connection)
             with context.begin_transaction():
                 context.run_migrations()
+            connection.commit()
         engine.dispose()

@@ -77,3 +77,30 @@ def test_alembic_cli_upgrade_and_check_against_a_library(tmp_path: Path) -> None
         assert done.returncode == 0, done.stderr
     assert (tmp_path / "lib" / "imgvec.db").is_file()
     assert "(head)" in done.stdout
+
+
+def test_schema_round_trip_keeps_images_and_vectors(imgvec, tmp_path: Path) -> None:
+    """Batch mode rebuilds tables on SQLite; with foreign keys on, that would cascade-delete."""
+    from sqlalchemy import text
+
+    from tests.conftest import FAKE_ARGS, make_image
+
+    for i in range(5):
+        make_image(tmp_path / "p" / f"{i}.jpg", seed=i)
+    assert imgvec("add", tmp_path / "p", *FAKE_ARGS).exit_code == 0
+    url = f"sqlite:///{tmp_path / 'library' / 'imgvec.db'}"
+    config = alembic_config(url)
+    engine = make_engine(url)
+
+    def counts() -> tuple[int, int]:
+        with engine.connect() as connection:
+            return (
+                connection.scalar(text("SELECT count(*) FROM images")),
+                connection.scalar(text("SELECT count(*) FROM embeddings")),
+            )
+
+    assert counts() == (5, 5)
+    command.downgrade(config, "0001")
+    assert counts() == (5, 5)
+    command.upgrade(config, "head")
+    assert counts() == (5, 5)

@@ -1,0 +1,75 @@
+"""Users' own SQL over the library's metadata, run read-only: the database refuses writes.
+
+SQLite connections get ``PRAGMA query_only`` (and run one statement at a time); PostgreSQL runs
+the statement in a ``READ ONLY`` transaction through the extended protocol, which refuses a
+second statement (so no ``COMMIT; DELETE ...`` can escape the transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from imgvec.errors import ImgvecError
+
+MAX_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class SqlResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA query_only = ON")
+        else:
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+            if sqlite:  # the connection goes back to the pool
+                connection.exec_driver_sql("PRAGMA query_only = OFF")
+                connection.commit()
+
+
+def _execute(connection: Connection, statement: str) -> Any:
+    if connection.dialect.name == "sqlite":
+        return connection.exec_driver_sql(statement)
+    return connection.exec_driver_sql(statement.replace("%", "%%"), ())
+
+
+def run(engine: Engine, statement: str, max_rows: int = MAX_ROWS) -> SqlResult:
+    """Run one read-only statement; a bad or writing statement is an :class:`ImgvecError`."""
+    try:
+        with read_only(engine) as connection:
+            result = _execute(connection, statement)
+            if not result.returns_rows:
+                return SqlResult([], [], False)
+            columns = list(result.keys())
+            rows = [tuple(row) for row in result.fetchmany(max_rows + 1)]
+    except (DBAPIError, SQLAlchemyError) as error:
+        raise ImgvecError(f"SQL error: {_first_line(error)}") from error
+    return SqlResult(columns, rows[:max_rows], len(rows) > max_rows)
+
+
+def matching_ids(engine: Engine, condition: str) -> set[int]:
+    """Ids of the readable images (the ``photos`` view) for which ``condition`` holds."""
+    result = run(engine, f"SELECT id FROM photos WHERE ({condition})", max_rows=10**9)
+    return {int(row[0]) for row in result.rows}
+
+
+def _first_line(error: Exception) -> str:
+    original = getattr(error, "orig", None) or error
+    return str(original).strip().splitlines()[0]
