@@ -276,6 +276,16 @@ def query(
             show_default=False,
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Query another stored model with a complete index "
+            "(NAME or NAME/LAYER, see `imgvec model list`) [default: the active one].",
+            show_default=False,
+        ),
+    ] = None,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -286,7 +296,7 @@ def query(
               imgvec query holiday.jpg --where "folder LIKE '%/2023/%'"
     """
     with open_library(library, db, create=False) as lib:
-        results = lib.query([str(i) for i in images], k=k, where=where)
+        results = lib.query([str(i) for i in images], k=k, where=where, model=model)
     if json_output:
         print_json(
             [
@@ -408,6 +418,105 @@ def backfill(
         out.print(f"Read metadata of {report.updated} images", markup=False)
     if report.errors:
         raise typer.Exit(EXIT_FAILED_INPUTS)
+
+
+model_app = typer.Typer(
+    help="Embedding models of the library: list, switch (re-embedding beside the old), drop.",
+    no_args_is_help=True,
+)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("list")
+def model_list(
+    library: LibraryOption = None, db: DbOption = None, json_output: JsonOption = False
+) -> None:
+    """Every model the library knows: identity, dimension, vectors, index, which is active.
+
+    Example: imgvec model list
+    """
+    with open_library(library, db, create=False) as lib:
+        statuses = lib.models()
+    if json_output:
+        print_json([asdict(s) for s in statuses])
+        return
+    table = Table(box=None)
+    for column in ("", "model", "weights", "dim", "vectors", "complete", "index"):
+        table.add_column(column)
+    for s in statuses:
+        table.add_row(
+            "*" if s.active else "",
+            f"{s.model.name}/{s.model.layer}",
+            s.model.short_weights(),
+            str(s.model.dim),
+            f"{s.embeddings}/{s.images}",
+            "yes" if s.complete else "no",
+            "yes" if s.indexed else "no",
+        )
+    out.print(table)
+    out.print("* the active model (queries use it unless --model says otherwise)", markup=False)
+
+
+@model_app.command("use")
+def model_use(
+    name: Annotated[str, typer.Argument(help="The model to switch to (see `imgvec models`).")],
+    weights: WeightsOption = None,
+    layer: LayerOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notices.")] = False,
+) -> None:
+    """Switch the library to another embedding model, safely.
+
+    Every image is embedded with the new model beside the old one, its index is built, and only
+    then does the library switch, in one transaction; queries use the old model until then.
+    Interrupt it any time: running it again continues where it stopped. Switching back to a
+    model whose vectors are still stored is instant.
+
+    Example: imgvec model use resnet50 --layer avgpool
+    """
+    with open_library(library, db, create=False, quiet=quiet) as lib:
+        report = lib.use_model(name, weights, layer, batch_size)
+    if json_output:
+        print_json(report.to_json())
+    elif report.switched:
+        out.print(
+            f"Switched to {name}: embedded {report.embedded}, reused {report.reused}, "
+            f"already stored {report.already}",
+            markup=False,
+        )
+    else:
+        out.print(
+            f"Not switched: embedded {report.embedded}, reused {report.reused}, "
+            f"failed {report.failed}",
+            markup=False,
+        )
+    if report.interrupted:
+        err.print("Interrupted; run the same command again to continue.", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if not report.switched:
+        raise typer.Exit(EXIT_FAILED_INPUTS)
+
+
+@model_app.command("drop")
+def model_drop(
+    name: Annotated[str, typer.Argument(help="A stored model that is not active.")],
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete a model that is not active: its vectors, its index files and rows.
+
+    Example: imgvec model drop vgg16
+    """
+    with open_library(library, db, create=False) as lib:
+        dropped = lib.drop_model(name)
+    if json_output:
+        print_json({"model": name, "vectors_deleted": dropped})
+    else:
+        out.print(f"Dropped {name} and its {dropped} vectors", markup=False)
 
 
 index_app = typer.Typer(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from imgvec import files, store
 from imgvec.errors import ImageError
 from imgvec.images import Picture, decode, read_file
 from imgvec.metadata import METADATA_COLUMNS
+from imgvec.pipeline import prefetched_batches
 from imgvec.reporting import progress
 from imgvec.schema import Image, utcnow
 
@@ -157,26 +157,10 @@ class _Batches:
         if not pending:
             return
         self.preprocess  # noqa: B018  (resolve once, before the worker threads need it)
-        batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
-        workers = max(1, min(4, os.cpu_count() or 1))
-        with (
-            ThreadPoolExecutor(workers, thread_name_prefix="imgvec-decode") as pool,
-            progress(self.library.reporter, "Adding", len(pending)) as advance,
-        ):
-            try:
-                upcoming = self._submit(pool, batches[0])
-                for number in range(len(batches)):
-                    ready = [future.result() for future in upcoming]
-                    if number + 1 < len(batches):
-                        upcoming = self._submit(pool, batches[number + 1])
-                    self._commit(ready)
-                    advance(len(ready))
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-
-    def _submit(self, pool: ThreadPoolExecutor, batch: list[_Prepared]) -> list[Future[_Prepared]]:
-        return [pool.submit(self._prepare, item) for item in batch]
+        with progress(self.library.reporter, "Adding", len(pending)) as advance:
+            for ready in prefetched_batches(pending, self._prepare, batch_size):
+                self._commit(ready)
+                advance(len(ready))
 
     def _prepare(self, item: _Prepared) -> _Prepared:
         try:

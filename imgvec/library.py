@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from imgvec.embed import Embedder
     from imgvec.index_store import GcReport, IndexStore, VerifyReport
+    from imgvec.model_switch import SwitchReport
     from imgvec.user_sql import SqlResult
 
 DEFAULT_MODEL = "vit_b_16"
@@ -57,9 +58,11 @@ class ModelInfo:
     def of(cls, row: EmbeddingModel) -> ModelInfo:
         return cls(row.name, row.layer, row.weights, row.weights_path, row.preprocessing, row.dim)
 
+    def short_weights(self) -> str:
+        return self.weights[:19] + "…" if self.weights.startswith("sha256:") else self.weights
+
     def label(self) -> str:
-        weights = self.weights[:19] + "…" if self.weights.startswith("sha256:") else self.weights
-        return f"{self.name}/{self.layer} ({weights}, {self.dim}-d)"
+        return f"{self.name}/{self.layer} ({self.short_weights()}, {self.dim}-d)"
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,10 @@ class ModelStatus:
     model: ModelInfo
     embeddings: int
     active: bool
+    images: int = 0
+    complete: bool = False
+    """Every readable image has a vector for this model."""
+    indexed: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,8 @@ class Library:
         self.engine = engine
         self.reporter = reporter
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._embedder: Embedder | None = None
-        self._index: IndexStore | None = None
+        self._embedders: dict[int, Embedder] = {}
+        self._indexes: dict[int, IndexStore] = {}
 
     @classmethod
     def open(
@@ -190,23 +197,27 @@ class Library:
                     return active
                 weights = weights or active.weights_path or _weights_option(active.weights)
                 layer = layer or active.layer
-            spec = get_spec(name or (active.name if active else DEFAULT_MODEL))
-            layer_name, layer_spec = spec.layer(layer)
-            choice = resolve_weights(spec, weights or "default")
-            if active is not None:
-                if (active.name, active.layer, active.weights) != (
-                    spec.name,
-                    layer_name,
-                    choice.identity,
-                ):
-                    raise ModelError(
-                        f"this library embeds with {ModelInfo.of(active).label()}; "
-                        f"{spec.name}/{layer_name} ({choice.identity}) was asked for. Switching "
-                        "models is not supported yet: use another --library for another model"
-                    )
-                if choice.path and choice.path != active.weights_path:
-                    active.weights_path = choice.path  # the same weights, found somewhere else
-                return active
+            row = self._model_row(
+                session, name or (active.name if active else DEFAULT_MODEL), weights, layer
+            )
+            if active is None:
+                store.set_active_model(session, row)
+            elif row.id != active.id:
+                raise ModelError(
+                    f"this library embeds with {ModelInfo.of(active).label()}, not "
+                    f"{ModelInfo.of(row).label()}; to switch: imgvec model use {row.name}"
+                )
+            return row
+
+    def _model_row(
+        self, session: Session, name: str, weights: str | None, layer: str | None
+    ) -> EmbeddingModel:
+        """The row of a model identity, created if new (the active model is not changed)."""
+        spec = get_spec(name)
+        layer_name, layer_spec = spec.layer(layer)
+        choice = resolve_weights(spec, weights or "default")
+        row = store.find_model(session, spec.name, layer_name, choice.identity)
+        if row is None:
             row = EmbeddingModel(
                 name=spec.name,
                 layer=layer_name,
@@ -217,8 +228,94 @@ class Library:
             )
             session.add(row)
             session.flush()
-            store.set_active_model(session, row)
-            return row
+        elif choice.path and choice.path != row.weights_path:
+            row.weights_path = choice.path  # the same weights, found somewhere else
+        return row
+
+    # --- embedding models ------------------------------------------------------------------------
+
+    def models(self) -> list[ModelStatus]:
+        """Every model the library knows, with how complete its vectors and index are."""
+        with self.session() as session:
+            active = store.active_model(session)
+            images, _ = store.count_images(session)
+            result = []
+            for row in store.models(session):
+                vectors = store.count_vectors(session, row.id)
+                version = store.active_version(session, row.id)
+                result.append(
+                    ModelStatus(
+                        ModelInfo.of(row),
+                        vectors,
+                        active is not None and row.id == active.id,
+                        images=images,
+                        complete=vectors == images,
+                        indexed=version is not None,
+                    )
+                )
+        return result
+
+    def find_model(self, name: str) -> EmbeddingModel:
+        """A stored model by ``name`` or ``name/layer``."""
+        wanted_name, _, wanted_layer = name.partition("/")
+        with self.session() as session:
+            rows = [
+                r
+                for r in store.models(session)
+                if r.name == wanted_name and wanted_layer in ("", r.layer)
+            ]
+        if not rows:
+            raise ModelError(f"the library has no model {name!r} (see imgvec model list)")
+        if len(rows) > 1:
+            labels = ", ".join(ModelInfo.of(r).label() for r in rows)
+            raise ModelError(f"{name!r} is ambiguous: {labels}; say name/layer")
+        return rows[0]
+
+    def searchable_model(self, name: str) -> EmbeddingModel:
+        """A stored model that every readable image has a vector for, and that has an index."""
+        row = self.find_model(name)
+        status = next(s for s in self.models() if s.model == ModelInfo.of(row))
+        if not status.complete:
+            raise ModelError(
+                f"model {name} has vectors for {status.embeddings} of {status.images} images: "
+                f"its index is incomplete; finish it with imgvec model use {name}"
+            )
+        if not status.indexed:
+            raise ModelError(f"model {name} has no index yet; imgvec model use {name} builds it")
+        return row
+
+    def use_model(
+        self, name: str, weights: str | None = None, layer: str | None = None, batch_size: int = 32
+    ) -> SwitchReport:
+        """Embed every image with this model beside the current one, build its index, switch.
+
+        Resumable: vectors already stored are not computed again.
+        """
+        from imgvec.model_switch import use_model
+
+        with self.writing():
+            with self.session() as session, session.begin():
+                stored = [r for r in store.models(session) if r.name == name]
+                if weights is None and layer is None and len(stored) == 1:
+                    row = stored[0]
+                else:
+                    row = self._model_row(session, name, weights, layer)
+            return use_model(self, row, batch_size)
+
+    def drop_model(self, name: str) -> int:
+        """Delete a model that is not active: its vectors, index files and rows."""
+        with self.writing():
+            row = self.find_model(name)
+            if row.id == self.active_model_row().id:
+                raise ModelError(f"{name} is the active model; switch first (imgvec model use)")
+            with self.session() as session, session.begin():
+                vectors = store.count_vectors(session, row.id)
+                paths = store.drop_model(session, row.id)
+            for relative in paths:
+                (self.paths.root / relative).unlink(missing_ok=True)
+            self._indexes.pop(row.id, None)
+            self._embedders.pop(row.id, None)
+        return vectors
 
     def active_model_row(self) -> EmbeddingModel:
         with self.session() as session:
@@ -234,13 +331,13 @@ class Library:
         prep = get_spec(self.active_model_row().name).preprocess
         return lambda image: preprocess_image(image, prep)
 
-    def embedder(self) -> Embedder:
-        """The active model, loaded on first use."""
-        if self._embedder is None:
+    def embedder(self, row: EmbeddingModel | None = None) -> Embedder:
+        """A model of the library (the active one by default), loaded on first use."""
+        row = row or self.active_model_row()
+        if row.id not in self._embedders:
             from imgvec.embed import Embedder
             from imgvec.files import sha256_file
 
-            row = self.active_model_row()
             spec = get_spec(row.name)
             if row.weights_path is not None:
                 try:
@@ -253,8 +350,10 @@ class Library:
                         f"original file again with --weights PATH ({row.weights})"
                     )
             self.reporter.notice(f"Loading model {ModelInfo.of(row).label()}")
-            self._embedder = Embedder(spec, row.layer, WeightsChoice(row.weights, row.weights_path))
-        return self._embedder
+            self._embedders[row.id] = Embedder(
+                spec, row.layer, WeightsChoice(row.weights, row.weights_path)
+            )
+        return self._embedders[row.id]
 
     # --- adding and removing ---------------------------------------------------------------------
 
@@ -291,14 +390,16 @@ class Library:
 
     # --- the index -------------------------------------------------------------------------------
 
-    def index(self) -> IndexStore:
-        """The active model's versioned index (writing methods need :meth:`writing`)."""
+    def index(self, model: EmbeddingModel | None = None) -> IndexStore:
+        """A model's versioned index (default: the active model's); writes need :meth:`writing`."""
         from imgvec.index_store import IndexStore
 
-        model = self.active_model_row()
-        if self._index is None or self._index.model.id != model.id:
-            self._index = IndexStore(self.paths.root, self._sessions, model, self.reporter.notice)
-        return self._index
+        model = model or self.active_model_row()
+        if model.id not in self._indexes:
+            self._indexes[model.id] = IndexStore(
+                self.paths.root, self._sessions, model, self.reporter.notice
+            )
+        return self._indexes[model.id]
 
     def writing(self) -> AbstractContextManager[None]:
         """Hold the library's write lock (one writer at a time; readers are never blocked)."""
@@ -331,9 +432,9 @@ class Library:
         except LibraryLocked:
             return self.index().verify(writer_active=True)
 
-    def _current_version(self) -> IndexVersion:
+    def _current_version(self, model: EmbeddingModel) -> IndexVersion:
         """The version to search: caught up first, unless another process is writing."""
-        index = self.index()
+        index = self.index(model)
         version, last = index.active()
         if version is not None and version.change_seq == last and index.intact(version):
             return version
@@ -359,15 +460,17 @@ class Library:
         images: Sequence[str | os.PathLike[str]],
         k: int = DEFAULT_K,
         where: str | None = None,
+        model: str | None = None,
     ) -> list[QueryResult]:
         """For each image, the k most similar library images, best first, with cosine scores.
 
         ``where`` is an SQL condition on the ``photos`` view (e.g. ``"camera_make = 'Canon'"``):
-        only matching images are returned, still k of them when k match.
+        only matching images are returned, still k of them when k match. ``model`` queries
+        another stored model with a complete index (see :meth:`models`) instead of the active one.
         """
         if k < 1:
             raise ImgvecError("k must be at least 1")
-        model = self.active_model_row()
+        model = self.searchable_model(model) if model else self.active_model_row()
         results = [QueryResult(files.normalize(image)) for image in images]
         vectors: dict[int, np.ndarray] = {}
         to_embed: list[tuple[int, PILImage.Image]] = []
@@ -385,7 +488,7 @@ class Library:
                 result.error = str(error)
                 self.reporter.file_error(result.query, result.error)
         if to_embed:
-            embedded = self.embedder().embed([image for _, image in to_embed])
+            embedded = self.embedder(model).embed([image for _, image in to_embed])
             vectors.update(
                 {position: vector for (position, _), vector in zip(to_embed, embedded, strict=True)}
             )
@@ -394,8 +497,8 @@ class Library:
         order = sorted(vectors)
         queries = np.stack([vectors[p] for p in order])
         if where is None:
-            version = self._current_version()
-            scores, ids = self.index().search(version, queries, k, self._vector_lookup(model))
+            version = self._current_version(model)
+            scores, ids = self.index(model).search(version, queries, k, self._vector_lookup(model))
         else:
             scores, ids, plan = self._filtered_search(model, queries, k, where)
             for position in order:
@@ -428,11 +531,13 @@ class Library:
             order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
             top = np.take_along_axis(scores, order, axis=1)
             return (*_pad(top, ids[order] if len(ids) else order, k), plan)
-        version = self._current_version()
+        version = self._current_version(model)
         fetch = index_rules.overfetch(k, len(allowed), total)
         allowed_array = np.fromiter(allowed, np.int64, len(allowed))
         while True:
-            scores, ids = self.index().search(version, queries, fetch, self._vector_lookup(model))
+            scores, ids = self.index(model).search(
+                version, queries, fetch, self._vector_lookup(model)
+            )
             keep = np.isin(ids, allowed_array)
             enough = (keep.sum(axis=1) >= min(k, len(allowed))).all()
             if enough or fetch >= total:
@@ -517,14 +622,6 @@ class Library:
         with self.session() as session:
             images, failed = store.count_images(session)
             active = store.active_model(session)
-            models = [
-                ModelStatus(
-                    ModelInfo.of(row),
-                    store.count_vectors(session, row.id),
-                    active is not None and row.id == active.id,
-                )
-                for row in store.models(session)
-            ]
             index = None
             if active is not None:
                 version = store.active_version(session, active.id)
@@ -543,7 +640,9 @@ class Library:
                     )
             failures = [FileError(p, r) for p, r in store.failures(session, failure_limit)]
         database = self.engine.url.render_as_string(hide_password=True)
-        return Status(str(self.paths.root), database, images, failed, models, index, failures)
+        return Status(
+            str(self.paths.root), database, images, failed, self.models(), index, failures
+        )
 
 
 def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -118,6 +118,28 @@ def image_ids_under(session: Session, paths: Sequence[str]) -> list[int]:
     return list(session.scalars(select(Image.id).where(_under(paths))))
 
 
+def images_missing_vectors(session: Session, model_id: int) -> list[tuple[int, str]]:
+    """Readable images without a vector for the model: (id, path), by id."""
+    has = select(Embedding.image_id).where(Embedding.model_id == model_id)
+    query = select(Image.id, Image.path).where(Image.error.is_(None), Image.id.not_in(has))
+    return [(image_id, path) for image_id, path in session.execute(query.order_by(Image.id))]
+
+
+def drop_model(session: Session, model_id: int) -> list[str]:
+    """Delete a model with its vectors, change log and index rows; returns its index files."""
+    versions = select(IndexVersion.id).where(IndexVersion.model_id == model_id)
+    session.execute(delete(IndexVersionSegment).where(IndexVersionSegment.version_id.in_(versions)))
+    session.execute(delete(IndexVersion).where(IndexVersion.model_id == model_id))
+    paths = list(
+        session.scalars(select(IndexSegment.path).where(IndexSegment.model_id == model_id))
+    )
+    session.execute(delete(IndexSegment).where(IndexSegment.model_id == model_id))
+    session.execute(delete(Change).where(Change.model_id == model_id))
+    session.execute(delete(Embedding).where(Embedding.model_id == model_id))
+    session.execute(delete(EmbeddingModel).where(EmbeddingModel.id == model_id))
+    return paths
+
+
 def hashes_with_vectors(session: Session, model_id: int) -> set[str]:
     query = (
         select(Image.content_hash)

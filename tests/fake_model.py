@@ -21,3 +21,17 @@ register(
         description="test model: colour layout",
     )
 )
+
+FAKE3 = "fake3"
+FAKE3_DIM = 27
+
+register(
+    ModelSpec(
+        name=FAKE3,
+        build=lambda: nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten()),
+        layers={"grid": Layer(FAKE3_DIM, lambda model: model, "3x3 grid of mean colours")},
+        default_layer="grid",
+        preprocess=Preprocess(resize=24, crop=24, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        description="second test model: coarser colour layout, another dimension",
+    )
+)

@@ -219,7 +219,7 @@ def test_model_is_fixed_by_the_first_add(imgvec, photos: Path) -> None:
     result = imgvec("add", photos, "--model", "mobilenet_v2", "--weights", "none")
     assert result.exit_code == 2
     assert "this library embeds with fake/grid" in result.stderr
-    assert "Switching models is not supported yet" in result.stderr
+    assert "to switch: imgvec model use mobilenet_v2" in result.stderr
     # The same model again is fine.
     assert imgvec("add", photos, *FAKE_ARGS).exit_code == 0
 
