@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +31,61 @@ class Run:
         return json.loads(self.stdout)
 
 
+POSTGRES_ENV = "IMGVEC_TEST_POSTGRES"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``databases`` run on SQLite and on PostgreSQL (``database`` says which)."""
+    if metafunc.definition.get_closest_marker("databases"):
+        if "database" not in metafunc.fixturenames:
+            metafunc.fixturenames.append("database")
+        metafunc.parametrize("database", ["sqlite", "postgresql"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        on_postgres = getattr(item, "callspec", None) and item.callspec.params.get("database")
+        if on_postgres == "postgresql" and item.get_closest_marker("sqlite_only"):
+            item.add_marker(pytest.mark.skip(reason="reads or writes the SQLite file itself"))
+
+
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own default library and no network-backed torch cache."""
+def _isolated(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every test gets its own library, no network-backed torch cache, and, when it runs on
+    PostgreSQL, a fresh database (set up here, before any other fixture uses the library)."""
     monkeypatch.setenv("IMGVEC_LIBRARY", str(tmp_path / "library"))
     monkeypatch.delenv("IMGVEC_DB", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or callspec.params.get("database") != "postgresql":
+        yield
+        return
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        pytest.skip(f"no PostgreSQL server: set {POSTGRES_ENV} (.ci/postgres starts one)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"imgvec_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as error:  # the server went away: skip, saying why
+        admin.dispose()
+        pytest.skip(f"PostgreSQL at {admin_url} is not usable: {error}")
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    monkeypatch.setenv("IMGVEC_DB", url)
+    try:
+        yield
+        # Everything the test did went to PostgreSQL, none of it to the default SQLite file.
+        assert not (tmp_path / "library" / "imgvec.db").exists()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 @pytest.fixture

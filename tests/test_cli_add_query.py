@@ -10,6 +10,8 @@ import pytest
 from imgvec.library import Library
 from tests.conftest import FAKE_ARGS, make_image, set_mtime
 
+pytestmark = pytest.mark.databases
+
 
 def test_add_then_query_finds_the_image_itself_first(imgvec, photos: Path) -> None:
     result = imgvec("add", photos, *FAKE_ARGS, "--json")
@@ -244,9 +246,10 @@ def test_unknown_model_and_layer_are_clear_errors(imgvec, photos: Path) -> None:
     assert "no layer 'fc9'" in result.stderr and "avgpool" in result.stderr
 
 
-def test_status_reports_images_models_and_index(imgvec, photos: Path) -> None:
+def test_status_reports_images_models_and_index(imgvec, photos: Path, database: str) -> None:
     imgvec("add", photos, *FAKE_ARGS)
     status = imgvec("status", "--json").json()
+    assert status["database"].startswith(database)  # the backend this run is about
     assert status["images"] == 6 and status["failed"] == 0
     assert status["index"]["kind"] == "flat"
     assert status["index"]["n_vectors"] == 6

@@ -11,6 +11,8 @@ import pytest
 from imgvec.library import Library
 from tests.conftest import FAKE_ARGS, make_image
 
+pytestmark = pytest.mark.databases
+
 
 @pytest.fixture
 def library_with_photos(imgvec, tmp_path: Path) -> Path:
@@ -235,6 +237,7 @@ def test_a_removal_shows_even_while_another_process_holds_the_write_lock(
     assert index_status(imgvec)["behind"] is False
 
 
+@pytest.mark.sqlite_only
 def test_a_library_from_revision_0001_gets_its_index_rebuilt(
     imgvec, library_with_photos: Path, library: Path
 ) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -18,16 +19,22 @@ from imgvec.schema import Base
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_models_and_migrations_agree(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def url_for(database: str, tmp_path: Path) -> str:
+    return os.environ["IMGVEC_DB"] if database == "postgresql" else f"sqlite:///{tmp_path / 'db'}"
+
+
+@pytest.mark.databases
+def test_models_and_migrations_agree(tmp_path: Path, database: str) -> None:
+    engine = make_engine(url_for(database, tmp_path))
     upgrade_schema(engine)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
 
 
-def test_downgrade_and_upgrade_round_trip(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+@pytest.mark.databases
+def test_downgrade_and_upgrade_round_trip(tmp_path: Path, database: str) -> None:
+    url = url_for(database, tmp_path)
     engine = make_engine(url)
     upgrade_schema(engine)
     config = alembic_config(url)
@@ -79,7 +86,8 @@ def test_alembic_cli_upgrade_and_check_against_a_library(tmp_path: Path) -> None
     assert "(head)" in done.stdout
 
 
-def test_schema_round_trip_keeps_images_and_vectors(imgvec, tmp_path: Path) -> None:
+@pytest.mark.databases
+def test_schema_round_trip_keeps_images_and_vectors(imgvec, tmp_path: Path, database: str) -> None:
     """Batch mode rebuilds tables on SQLite; with foreign keys on, that would cascade-delete."""
     from sqlalchemy import text
 
@@ -88,7 +96,9 @@ def test_schema_round_trip_keeps_images_and_vectors(imgvec, tmp_path: Path) -> N
     for i in range(5):
         make_image(tmp_path / "p" / f"{i}.jpg", seed=i)
     assert imgvec("add", tmp_path / "p", *FAKE_ARGS).exit_code == 0
-    url = f"sqlite:///{tmp_path / 'library' / 'imgvec.db'}"
+    url = url_for(database, tmp_path / "library")
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'library' / 'imgvec.db'}"
     config = alembic_config(url)
     engine = make_engine(url)
 

@@ -10,6 +10,8 @@ from imgvec.library import Library
 from tests.conftest import FAKE_ARGS, make_image
 from tests.fake_model import FAKE3_DIM, FAKE_DIM
 
+pytestmark = pytest.mark.databases
+
 
 @pytest.fixture
 def photos40(imgvec, tmp_path: Path) -> Path:

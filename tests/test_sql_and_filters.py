@@ -14,6 +14,8 @@ from imgvec import index_rules
 from imgvec.library import Library
 from tests.conftest import FAKE_ARGS, make_image
 
+pytestmark = pytest.mark.databases
+
 
 def exif_photo(
     path: Path, seed: int, make: str, model: str, taken: str, gps: tuple[float, float] | None = None
@@ -102,6 +104,8 @@ def test_sql_outputs_table_json_and_csv(imgvec, camera_library: Path) -> None:
         "INSERT INTO models (name, layer, weights, preprocessing, dim, created_at) "
         "VALUES ('a', 'b', 'c', 'd', 1, '2024-01-01')",
         "CREATE TABLE evil (x INTEGER)",
+        "COMMIT; DELETE FROM images",
+        "SELECT 1; DELETE FROM images",
     ],
 )
 def test_writing_statements_are_refused_by_the_database(
@@ -109,7 +113,13 @@ def test_writing_statements_are_refused_by_the_database(
 ) -> None:
     result = imgvec("sql", statement)
     assert result.exit_code == 2
-    assert "readonly database" in result.stderr
+    refusals = (
+        "readonly database",
+        "read-only transaction",
+        "one statement at a time",
+        "multiple commands",
+    )
+    assert any(reason in result.stderr for reason in refusals), result.stderr
     assert imgvec("sql", "SELECT count(*) AS n FROM images", "--json").json() == [{"n": 12}]
     # ...and the library still writes normally afterwards (the pooled connection was reset).
     assert imgvec("remove", camera_library / "other" / "c01.jpg").exit_code == 0
@@ -165,7 +175,8 @@ def test_filter_that_matches_nothing_and_bad_filters(imgvec, camera_library: Pat
     none = imgvec("query", query, "--where", "camera_make = 'Leica'", "--json")
     assert none.exit_code == 0 and none.json()[0]["results"] == []
     bad = imgvec("query", query, "--where", "no_such_column = 1")
-    assert bad.exit_code == 2 and "no such column" in bad.stderr
+    assert bad.exit_code == 2
+    assert "no such column" in bad.stderr or 'column "no_such_column" does not exist' in bad.stderr
 
 
 def test_python_api_offers_sessions_and_filtered_queries(
