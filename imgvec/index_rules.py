@@ -91,15 +91,15 @@ def nprobe_candidates(nlist: int) -> list[int]:
     return candidates
 
 
-def should_compact(base_vectors: int, delta_vectors: int, dead: int, delta_segments: int) -> bool:
-    """Fold deltas and tombstones into the base once they pass 10% of it (at least 1,000), or
-    once there are more than 16 delta segments.
+def should_compact(base_vectors: int, changes: int, delta_segments: int) -> bool:
+    """Fold deltas and tombstones into the base once the ids changed since it was built (added,
+    re-embedded or removed: each counted once) pass 10% of it (at least 1,000), or once there
+    are more than 16 delta segments.
 
     Like Milvus (seal growing segments, compact when deletions pass a ratio) and LanceDB
     (``optimize`` merges small fragments): small changes stay cheap, queries never scan more
     than a bounded number of segments, and tombstones never dominate a segment.
     """
-    changes = delta_vectors + dead
     return (
         changes > max(COMPACT_MIN_CHANGES, COMPACT_FRACTION * base_vectors)
         or delta_segments > MAX_DELTA_SEGMENTS

@@ -99,6 +99,7 @@ class IndexStore:
         self.target_recall = target_recall
         self.memory_budget = memory_budget or index_rules.memory_budget(total_memory())
         self._loaded: dict[int, faiss_index.Segment] = {}
+        self._searching: tuple[tuple[int, int], list[faiss_index.Segment]] | None = None
 
     # --- writing (the caller holds the write lock) -----------------------------------------------
 
@@ -234,7 +235,7 @@ class IndexStore:
     def _maybe_compact(self, version: IndexVersion, segments: list[IndexSegment]) -> IndexVersion:
         base, deltas = segments[0], segments[1:]
         with self.sessions() as session:
-            dead = len(store.changed_since(session, self.model.id, base.created_seq))
+            changes = len(store.changed_since(session, self.model.id, base.created_seq))
         wanted = index_rules.choose_kind(
             version.n_vectors, self.model.dim, self.memory_budget, version.kind
         )
@@ -249,9 +250,8 @@ class IndexStore:
         if reason:
             self.notice(f"Retraining the index: {reason}")
             return self.build()
-        delta_vectors = sum(s.n_vectors for s in deltas)
-        if index_rules.should_compact(base.n_vectors, delta_vectors, dead, len(deltas)):
-            self.notice(f"Compacting the index ({len(deltas)} delta segments, {dead} changes)")
+        if index_rules.should_compact(base.n_vectors, changes, len(deltas)):
+            self.notice(f"Compacting the index ({len(deltas)} delta segments, {changes} changes)")
             return self.compact()
         return version
 
@@ -405,11 +405,25 @@ class IndexStore:
     def search(
         self, version: IndexVersion, queries: np.ndarray, k: int, lookup: faiss_index.VectorLookup
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Search a version's segments (memory-mapped), ids changed after a segment filtered."""
+        """Search a version's segments (memory-mapped), ids changed after a segment filtered.
+
+        The segments with their tombstones are kept until the version or the change log moves,
+        so repeated queries do not re-read the log or rebuild FAISS's id selectors.
+        """
         with self.sessions() as session:
-            segments = store.segments_of(session, version.id)
-            floor = min(s.created_seq for s in segments)
-            changed = store.changed_since(session, self.model.id, floor)
+            key = (version.id, store.last_change(session, self.model.id))
+            if self._searching is None or self._searching[0] != key:
+                segments = store.segments_of(session, version.id)
+                floor = min(s.created_seq for s in segments)
+                changed = store.changed_since(session, self.model.id, floor)
+                self._searching = (key, self._with_tombstones(version, segments, changed))
+        return faiss_index.search(self._searching[1], queries, k, lookup)
+
+    def _with_tombstones(
+        self, version: IndexVersion, segments: list[IndexSegment], changed: dict[int, int]
+    ) -> list[faiss_index.Segment]:
+        ids = np.fromiter(changed.keys(), np.int64, len(changed))
+        seqs = np.fromiter(changed.values(), np.int64, len(changed))
         params = _params(version)
         loaded = []
         for segment in segments:
@@ -418,9 +432,9 @@ class IndexStore:
                 index = faiss_index.load(self.root / segment.path, kind)
                 self._loaded[segment.id] = faiss_index.Segment(index, kind)
             cached = self._loaded[segment.id]
-            dead = np.array([i for i, s in changed.items() if s > segment.created_seq], np.int64)
+            dead = ids[seqs > segment.created_seq]
             loaded.append(faiss_index.Segment(cached.index, cached.kind, params, dead))
-        return faiss_index.search(loaded, queries, k, lookup)
+        return loaded
 
     def list_versions(self) -> list[VersionInfo]:
         with self.sessions() as session:

@@ -89,18 +89,19 @@ def test_nprobe_candidates_are_powers_of_two_up_to_nlist() -> None:
 
 
 @pytest.mark.parametrize(
-    ("base", "delta", "dead", "segments", "compact"),
+    ("base", "changes", "segments", "compact"),
     [
-        (100_000, 500, 0, 1, False),
-        (100_000, 9_000, 1_500, 3, True),
-        (100, 900, 0, 5, False),
-        (100, 900, 200, 5, True),
-        (100, 17, 0, 17, True),
-        (1_000_000, 99_000, 0, 16, False),
+        (100_000, 500, 1, False),
+        (100_000, 10_500, 3, True),
+        (100, 1000, 5, False),
+        (100, 1001, 5, True),
+        (100, 17, 17, True),
+        (1_000_000, 99_000, 16, False),
+        (10_000, 1_000, 1, False),
     ],
 )
-def test_should_compact(base: int, delta: int, dead: int, segments: int, compact: bool) -> None:
-    assert index_rules.should_compact(base, delta, dead, segments) is compact
+def test_should_compact(base: int, changes: int, segments: int, compact: bool) -> None:
+    assert index_rules.should_compact(base, changes, segments) is compact
 
 
 def test_retrain_reasons() -> None:

@@ -253,3 +253,19 @@ def test_a_library_from_revision_0001_gets_its_index_rebuilt(
     assert "Upgraded library schema from revision 0001" in result.stderr
     assert names(result.json()[0]["results"]) == ["img005.jpg"]
     assert imgvec("index", "verify").exit_code == 0
+
+
+def test_one_library_object_sees_every_change_despite_its_search_cache(
+    library_with_photos: Path, library: Path
+) -> None:
+    from imgvec import store
+
+    with Library.open(library) as lib:
+        query = [library_with_photos / "img020.jpg"]
+        assert any(h.path.endswith("img021.jpg") for h in lib.query(query, k=60)[0].hits)
+        with lib.session() as session, session.begin():  # as another process would, unindexed
+            [victim] = store.image_ids_under(session, [str(library_with_photos / "img021.jpg")])
+            store.delete_images(session, [victim])
+        with lib.writing():  # the index cannot catch up now: only tombstones can hide it
+            hits = lib.query(query, k=60)[0].hits
+        assert len(hits) == 59 and not any(h.path.endswith("img021.jpg") for h in hits)
