@@ -286,6 +286,15 @@ def query(
             show_default=False,
         ),
     ] = None,
+    show: Annotated[
+        Path | None,
+        typer.Option(
+            "--show",
+            help="Also write a contact sheet of each query and its matches "
+            "with their scores: a .png image or a self-contained .html page.",
+            show_default=False,
+        ),
+    ] = None,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -297,6 +306,11 @@ def query(
     """
     with open_library(library, db, create=False) as lib:
         results = lib.query([str(i) for i in images], k=k, where=where, model=model)
+        if show is not None:
+            from imgvec.plots import contact_sheet
+
+            contact_sheet(results, show)
+            err.print(f"Contact sheet: {show}", markup=False)
     if json_output:
         print_json(
             [
@@ -418,6 +432,269 @@ def backfill(
         out.print(f"Read metadata of {report.updated} images", markup=False)
     if report.errors:
         raise typer.Exit(EXIT_FAILED_INPUTS)
+
+
+def print_rows(rows: list[tuple[str, ...]]) -> None:
+    """The first row is the header."""
+    table = Table(box=None)
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows[1:]:
+        table.add_row(*row)
+    out.print(table)
+
+
+@app.command()
+def bench(
+    sizes: Annotated[str, typer.Option(help="Library sizes, comma-separated.")] = "100,1000,10000",
+    dim: Annotated[int, typer.Option(min=1, help="Vector dimension (synthetic vectors).")] = 768,
+    queries: Annotated[int, typer.Option(min=1, help="Query vectors per size.")] = 100,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a log-log plot of latency against size to this PNG.", show_default=False
+        ),
+    ] = None,
+    use_library: Annotated[
+        bool,
+        typer.Option(
+            "--library-vectors",
+            help="Benchmark on the library's own vectors instead of synthetic ones.",
+        ),
+    ] = False,
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Compare exact NumPy search, FAISS Flat and FAISS IVF (several nprobe) on the same vectors.
+
+    Reports build time, single-query latency (p50, mean) and recall@10 against exact search.
+    Synthetic clustered vectors by default; --library-vectors uses your library's.
+
+    Example: imgvec bench --sizes 1000,10000,100000 --plot bench.png
+    """
+    from imgvec import search_bench, store
+
+    try:
+        wanted = [int(size) for size in sizes.split(",") if size.strip()]
+    except ValueError:
+        fail(f"--sizes takes comma-separated numbers, not {sizes!r}")
+    vectors = None
+    if use_library:
+        with open_library(library, db, create=False) as lib:
+            model = lib.active_model_row()
+            with lib.session() as session:
+                _, vectors = store.all_vectors(session, model.id, model.dim)
+    try:
+        report = search_bench.run_bench(wanted, dim=dim, queries=queries, vectors=vectors)
+        if plot is not None:
+            search_bench.plot_bench(report, plot)
+    except ImgvecError as error:
+        fail(str(error))
+    if json_output:
+        sys.stdout.write(report.to_json() + "\n")
+    else:
+        print_rows(report.table())
+        if plot is not None:
+            out.print(f"Plot: {plot}", markup=False)
+
+
+@app.command("export")
+def export_command(
+    out_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUT", help="File to write: .npz, .parquet or .h5.", show_default=False
+        ),
+    ],
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="npz, parquet or hdf5 [default: from the extension].",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="A stored model [default: the active one].", show_default=False
+        ),
+    ] = None,
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Write a model's vectors with image ids, paths and content hashes, for other tools.
+
+    Example: imgvec export vectors.parquet
+    """
+    from imgvec.exchange import export_vectors
+
+    with open_library(library, db, create=False) as lib:
+        info = export_vectors(lib, out_file, fmt, model)
+    if json_output:
+        print_json(asdict(info))
+    else:
+        out.print(
+            f"Wrote {info.vectors} {info.dim}-d vectors of {info.model} to {info.path} "
+            f"({info.format}, {info.size_bytes / 1e6:.1f} MB)",
+            markup=False,
+        )
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[
+        Path, typer.Argument(help="A file written by imgvec export.", show_default=False)
+    ],
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Restore a model's vectors from an export, matching images by content hash (or path).
+
+    No model runs; the model's index is brought up to date.
+
+    Example: imgvec import vectors.parquet
+    """
+    from imgvec.exchange import import_vectors
+
+    with open_library(library, db) as lib:
+        info = import_vectors(lib, file)
+    if json_output:
+        print_json(asdict(info))
+    else:
+        out.print(
+            f"Imported {info.imported} vectors of {info.model} ({info.by_hash} by hash, "
+            f"{info.by_path} by path; {info.unmatched} not in this library)",
+            markup=False,
+        )
+
+
+@app.command()
+def plot(
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path(
+        "imgvec-embeddings.png"
+    ),
+    dims: Annotated[int, typer.Option(min=2, max=3, help="2 or 3 dimensions.")] = 2,
+    color_by: Annotated[
+        str,
+        typer.Option(
+            "--color-by",
+            help="A column of the photos view: folder, format, camera_model, taken_at, ...",
+        ),
+    ] = "folder",
+    thumbnails: Annotated[
+        int, typer.Option(min=0, help="Thumbnails drawn at their points (2-D).")
+    ] = 12,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="A stored model [default: the active one].", show_default=False
+        ),
+    ] = None,
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Plot the library's embeddings reduced with PCA, coloured by a metadata column.
+
+    Example: imgvec plot --out map.png --color-by camera_model
+    """
+    from imgvec.plots import plot_embeddings
+
+    with open_library(library, db, create=False) as lib:
+        info = plot_embeddings(
+            lib, out_file, dims=dims, color_by=color_by, thumbnails=thumbnails, model=model
+        )
+    if json_output:
+        print_json(asdict(info))
+    else:
+        variance = ", ".join(f"{v:.1%}" for v in info.explained_variance)
+        out.print(
+            f"Wrote {info.path}: {info.points} images in {info.dims}-D "
+            f"(explained variance {variance}), coloured by {info.color_by}",
+            markup=False,
+        )
+
+
+@app.command("eval")
+def eval_command(
+    folder: Annotated[Path, typer.Argument(help="Folder of labelled images.", show_default=False)],
+    groundtruth: Annotated[
+        Path,
+        typer.Option(
+            "--groundtruth",
+            "-g",
+            help="CSV with columns filename and group (or group_id).",
+            show_default=False,
+        ),
+    ],
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    layer: LayerOption = None,
+    transforms: Annotated[
+        bool,
+        typer.Option(
+            "--transforms",
+            help="Also measure copy "
+            "detection: query with seeded variants of every "
+            "image (crop, rotate, scale, brightness/contrast, "
+            "flip, blur, greyscale, heavy JPEG); top-1 per "
+            "transform.",
+        ),
+    ] = False,
+    per_transform: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Images sampled per transform [default: all].", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the transforms.")] = 0,
+    library: Annotated[
+        Path | None,
+        typer.Option(
+            "--library",
+            "-L",
+            help="Keep the evaluation library here [default: a temporary one].",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Measure retrieval quality of a model on a labelled set: mAP, recall@k, UKBench N-S score.
+
+    Every labelled image queries the others; with --transforms, copy detection too.
+
+    Example: imgvec eval ukbench/images --groundtruth ukbench/groundtruth.csv --model mobilenet_v2
+    """
+    import tempfile
+
+    from imgvec.evaluate import copy_detection, evaluate, load_groundtruth
+
+    with (  # open_library turns an ImgvecError into a one-line error and exit code 2
+        tempfile.TemporaryDirectory(prefix="imgvec-eval-") as scratch,
+        open_library(library or Path(scratch), None) as lib,
+    ):
+        truth = load_groundtruth(groundtruth)
+        lib.add([folder], model=model, weights=weights, layer=layer)
+        report = evaluate(lib, folder, truth)
+        if transforms:
+            report.transforms = copy_detection(
+                lib, folder, sorted(truth), seed=seed, per_transform=per_transform
+            )
+    if json_output:
+        sys.stdout.write(report.to_json() + "\n")
+        return
+    out.print(f"{report.model}: {report.images} images in {report.groups} groups", markup=False)
+    rows = [("metric", "value"), ("mAP", f"{report.map:.3f}")]
+    rows += [(f"recall@{k}", f"{value:.3f}") for k, value in report.recall_at.items()]
+    if report.ns_score is not None:
+        rows.append(("UKBench N-S (of 4)", f"{report.ns_score:.3f}"))
+    for name, accuracy in (report.transforms or {}).items():
+        rows.append((f"copy detection top-1: {name}", f"{accuracy:.3f}"))
+    print_rows(rows)
 
 
 model_app = typer.Typer(
