@@ -652,6 +652,12 @@ def eval_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the transforms.")] = 0,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Model arithmetic: fp32, or bf16 (bfloat16 autocast) to compare their quality."
+        ),
+    ] = "fp32",
     library: Annotated[
         Path | None,
         typer.Option(
@@ -677,6 +683,9 @@ def eval_command(
         tempfile.TemporaryDirectory(prefix="imgvec-eval-") as scratch,
         open_library(library or Path(scratch), None) as lib,
     ):
+        if precision not in ("fp32", "bf16"):
+            fail("--precision takes fp32 or bf16")
+        lib.precision = precision
         truth = load_groundtruth(groundtruth)
         lib.add([folder], model=model, weights=weights, layer=layer)
         report = evaluate(lib, folder, truth)

@@ -14,6 +14,9 @@ from torchvision.transforms.v2 import functional as F
 from imgvec.embedders.registry import RANDOM_SEED, ModelSpec, Preprocess, WeightsChoice
 from imgvec.errors import WeightsUnavailable
 
+PRECISIONS = ("fp32", "bf16")
+"""bf16 runs the model under bfloat16 autocast; vectors are always returned as float32."""
+
 OFFLINE_HINT = (
     "use the offline model, whose weights install with imgvec (--model efficientnet_lite0), or "
     "supply the weights as a local file with --weights PATH (a state dict for this architecture)"
@@ -89,7 +92,11 @@ class Embedder:
         layer: str,
         weights: WeightsChoice,
         device: torch.device | None = None,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.spec = spec
         self.layer, layer_spec = spec.layer(layer)
         self.dim = layer_spec.dim
@@ -100,7 +107,10 @@ class Embedder:
         return preprocess_image(image, self.spec.preprocess)
 
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"),
+        ):
             output = self.model(batch.to(self.device))
             output = torch.nn.functional.normalize(output.float().flatten(1), dim=1)
         vectors = output.cpu().numpy().astype(np.float32, copy=False)

@@ -133,6 +133,10 @@ class Status:
 class Library:
     """A library: metadata in a SQL database, index artifacts in a directory."""
 
+    precision = "fp32"
+    """Arithmetic of the models this object runs (``bf16``: bfloat16 autocast); vectors stay
+    float32. Not part of a model's identity (see BENCHMARKS.md for what it changes)."""
+
     def __init__(self, paths: LibraryPaths, engine: Engine, reporter: Reporter) -> None:
         self.paths = paths
         self.engine = engine
@@ -351,7 +355,10 @@ class Library:
                     )
             self.reporter.notice(f"Loading model {ModelInfo.of(row).label()}")
             self._embedders[row.id] = Embedder(
-                spec, row.layer, WeightsChoice(row.weights, row.weights_path)
+                spec,
+                row.layer,
+                WeightsChoice(row.weights, row.weights_path),
+                precision=self.precision,
             )
         return self._embedders[row.id]
 

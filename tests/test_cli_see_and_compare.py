@@ -110,3 +110,14 @@ def test_export_then_import_into_another_library(
         "query", folder / "g2m1.png", "--model", "fake", "-k", "1", "--library", other, "--json"
     ).json()[0]["results"]
     assert Path(hits[0]["path"]).name == "g2m1.png"
+
+
+def test_eval_in_bf16(imgvec, groups: tuple[Path, Path]) -> None:
+    folder, truth = groups
+    result = imgvec(
+        "eval", folder, "--groundtruth", truth, *FAKE_ARGS, "--precision", "bf16", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["map"] == pytest.approx(1.0)
+    wrong = imgvec("eval", folder, "--groundtruth", truth, *FAKE_ARGS, "--precision", "fp8")
+    assert wrong.exit_code == 2 and "fp32 or bf16" in wrong.stderr

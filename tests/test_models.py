@@ -122,3 +122,15 @@ def test_models_command_lists_layers(imgvec) -> None:
     assert by_name["vgg16"]["layers"]["fc7"]["dim"] == 4096
     assert by_name["vit_b_16"]["default_weights"] == "torchvision:ViT_B_16_Weights.IMAGENET1K_V1"
     assert "resnet50" in imgvec("models").stdout
+
+
+def test_bf16_autocast_gives_nearly_the_same_vectors() -> None:
+    spec = get_spec("mobilenet_v2")
+    weights = resolve_weights(spec, "none")
+    pictures = [Image.new("RGB", (256, 256), colour) for colour in ("red", "teal", "white")]
+    full = Embedder(spec, "pool", weights, device=torch.device("cpu")).embed(pictures)
+    half = Embedder(spec, "pool", weights, device=torch.device("cpu"), precision="bf16")
+    reduced = half.embed(pictures)
+    assert reduced.dtype == np.float32
+    cosines = np.sum(full * reduced, axis=1)
+    assert (cosines > 0.98).all() and not np.array_equal(full, reduced)
