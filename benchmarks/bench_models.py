@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import CpuMeter
 from imgvec import Library
 from imgvec.config import sqlite_url
 from imgvec.embed import Embedder, pick_device, preprocess_image
@@ -280,39 +281,6 @@ def warm_up(images: Sequence[Path]) -> None:
     (FAISS, Alembic, SQLAlchemy's first engine)."""
     target = Target("mobilenet_v2", "pool", end_to_end=True)
     add_throughput(target, "none", images[:4], None, None)
-
-
-class CpuMeter:
-    """How much CPU other processes used since creation, from ``/proc/stat`` (Linux only)."""
-
-    def __init__(self) -> None:
-        self.wall = time.perf_counter()
-        self.busy = _machine_busy_s()
-        self.own = _own_cpu_s()
-
-    def other_cores(self) -> float | None:
-        busy = _machine_busy_s()
-        if busy is None or self.busy is None:
-            return None
-        wall = time.perf_counter() - self.wall
-        others = (busy - self.busy) - (_own_cpu_s() - self.own)
-        return max(0.0, others / wall)
-
-
-def _machine_busy_s() -> float | None:
-    """CPU seconds all processes have used since boot (user, nice, system, irq, softirq,
-    steal)."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(value) for value in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 # --- what to run ---------------------------------------------------------------------------------
