@@ -53,6 +53,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from benchmarks import report
 from benchmarks.machine import CpuMeter
 from imgvec import faiss_index, index_rules, recall
 
@@ -1068,16 +1069,7 @@ def section(raw: dict[str, Any]) -> str:
 
 
 def write_section(out: Path, text: str) -> None:
-    """Replace the marked section of ``out`` (or append it; create the file if missing)."""
-    current = out.read_text() if out.exists() else HEADER
-    start, end = current.find(START_MARKER), current.find(END_MARKER)
-    if start != -1 and end > start:
-        updated = current[:start] + text + current[end + len(END_MARKER) :]
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_text(updated)
-    os.replace(temporary, out)
+    report.write_section(out, text, START_MARKER, END_MARKER, HEADER)
 
 
 # --- main ----------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import report
 from benchmarks.machine import CpuMeter
 from imgvec import Library
 from imgvec.config import sqlite_url
@@ -518,16 +519,7 @@ def _shown(path: Path) -> str:
 
 
 def write_section(out: Path, text: str) -> None:
-    """Replace the marked section of ``out`` (or append it; create the file if missing)."""
-    current = out.read_text() if out.exists() else HEADER
-    start, end = current.find(START_MARKER), current.find(END_MARKER)
-    if start != -1 and end > start:
-        updated = current[:start] + text + current[end + len(END_MARKER) :]
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_text(updated)
-    os.replace(temporary, out)
+    report.write_section(out, text, START_MARKER, END_MARKER, HEADER)
 
 
 # --- main ----------------------------------------------------------------------------------------
