@@ -122,7 +122,8 @@ def add_paths(
     except KeyboardInterrupt:
         report.interrupted = True
         return report
-    library.index().update()
+    if not library.index_is_current(model):  # a no-op add does not even import FAISS
+        library.index(model).update()
     return report
 
 

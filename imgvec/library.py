@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -408,6 +409,16 @@ class Library:
             )
         return self._indexes[model.id]
 
+    def index_is_current(self, model: EmbeddingModel) -> bool:
+        """The model's active index covers every change and its files are there (SQL and stats
+        only: no FAISS)."""
+        with self.session() as session:
+            version = store.active_version(session, model.id)
+            if version is None or version.change_seq != store.last_change(session, model.id):
+                return False
+            segments = store.segments_of(session, version.id)
+        return all(_file_size(self.paths.root / s.path) == s.size_bytes for s in segments)
+
     def writing(self) -> AbstractContextManager[None]:
         """Hold the library's write lock (one writer at a time; readers are never blocked)."""
         return write_lock(self.paths.lock_file)
@@ -650,6 +661,13 @@ class Library:
         return Status(
             str(self.paths.root), database, images, failed, self.models(), index, failures
         )
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -57,6 +57,7 @@ def test_unchanged_files_cost_a_stat_and_load_no_model(
 
     monkeypatch.setattr("imgvec.ingest.read_file", forbidden)
     monkeypatch.setattr(Library, "embedder", forbidden)
+    monkeypatch.setattr("imgvec.index_store.IndexStore.update", forbidden)  # nor touch FAISS
     result = imgvec("add", photos, "--json")
     assert result.exit_code == 0, result.stderr
     assert result.json()["unchanged"] == 6
