@@ -459,7 +459,9 @@ def bench(
         bool,
         typer.Option(
             "--library-vectors",
-            help="Benchmark on the library's own vectors instead of synthetic ones.",
+            help="Benchmark on the "
+            "library's own vectors (implied by --library) "
+            "instead of synthetic ones.",
         ),
     ] = False,
     library: LibraryOption = None,
@@ -469,7 +471,8 @@ def bench(
     """Compare exact NumPy search, FAISS Flat and FAISS IVF (several nprobe) on the same vectors.
 
     Reports build time, single-query latency (p50, mean) and recall@10 against exact search.
-    Synthetic clustered vectors by default; --library-vectors uses your library's.
+    Synthetic clustered vectors by default; with --library (or --library-vectors for the
+    default library) the library's own vectors.
 
     Example: imgvec bench --sizes 1000,10000,100000 --plot bench.png
     """
@@ -480,7 +483,7 @@ def bench(
     except ValueError:
         fail(f"--sizes takes comma-separated numbers, not {sizes!r}")
     vectors = None
-    if use_library:
+    if use_library or library is not None:
         with open_library(library, db, create=False) as lib:
             model = lib.active_model_row()
             with lib.session() as session:

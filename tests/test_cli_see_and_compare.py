@@ -121,3 +121,16 @@ def test_eval_in_bf16(imgvec, groups: tuple[Path, Path]) -> None:
     assert result.json()["map"] == pytest.approx(1.0)
     wrong = imgvec("eval", folder, "--groundtruth", truth, *FAKE_ARGS, "--precision", "fp8")
     assert wrong.exit_code == 2 and "fp32 or bf16" in wrong.stderr
+
+
+def test_bench_on_the_library_s_own_vectors(
+    imgvec, groups: tuple[Path, Path], tmp_path: Path
+) -> None:
+    folder, _ = groups
+    imgvec("add", folder, *FAKE_ARGS, "--library", tmp_path / "lib")
+    result = imgvec(
+        "bench", "--library", tmp_path / "lib", "--sizes", "8,1000", "--queries", "4", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert report["sizes"] == [8, 16] and report["dim"] == 48  # capped to the 16 stored vectors
