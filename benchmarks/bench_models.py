@@ -467,7 +467,7 @@ def section(
     return "\n".join(
         [
             START_MARKER,
-            "## Embedding models: speed and retrieval quality",
+            "## Embedding models: speed and retrieval quality (issue 7)",
             "",
             "```sh",
             command,
