@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
 
 from imgvec import store
 from imgvec.atomic import atomic_write
 from imgvec.errors import ImgvecError
-from imgvec.schema import EmbeddingModel, Image
+from imgvec.schema import EmbeddingModel
 
 if TYPE_CHECKING:
     from imgvec.library import Library
@@ -122,7 +121,7 @@ def export_vectors(
     row = library.find_model(model) if model else library.active_model_row()
     with library.session() as session:
         ids, vectors = store.all_vectors(session, row.id, row.dim)
-        info = _image_info(session, ids.tolist())
+        info = store.image_identities(session, ids.tolist())
     paths = [info[int(i)][0] for i in ids]
     hashes = [info[int(i)][1] or "" for i in ids]
     identity = _identity(row)
@@ -143,16 +142,6 @@ def _identity(row: EmbeddingModel) -> dict[str, Any]:
         "preprocessing": row.preprocessing,
         "dim": row.dim,
     }
-
-
-def _image_info(session: Any, ids: list[int]) -> dict[int, tuple[str, str | None]]:
-    found: dict[int, tuple[str, str | None]] = {}
-    for start in range(0, len(ids), 500):
-        query = select(Image.id, Image.path, Image.content_hash).where(
-            Image.id.in_(ids[start : start + 500])
-        )
-        found.update({i: (p, h) for i, p, h in session.execute(query)})
-    return found
 
 
 def _require(fmt: str) -> Any:
@@ -303,8 +292,7 @@ def import_vectors(library: Library, path: Path) -> ImportInfo:
         with library.session() as session:
             by_hash: dict[str, list[int]] = {}
             by_path: dict[str, tuple[int, str | None]] = {}
-            query = select(Image.id, Image.path, Image.content_hash).where(Image.error.is_(None))
-            for image_id, image_path, content_hash in session.execute(query):
+            for image_id, image_path, content_hash in store.readable_images(session):
                 by_path[image_path] = (image_id, content_hash)
                 if content_hash:
                     by_hash.setdefault(content_hash, []).append(image_id)

@@ -11,7 +11,7 @@ Work is committed in batches, so an interrupted run keeps every finished batch.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image as PILImage
 
+    from imgvec.embed import Embedder
     from imgvec.library import Library
 
 DEFAULT_BATCH_SIZE = 32
@@ -127,6 +128,25 @@ def add_paths(
     return report
 
 
+def embed_new_contents(
+    embedder: Callable[[], Embedder],
+    items: Iterable[tuple[str | None, torch.Tensor | None]],
+    known: set[str],
+) -> dict[str, bytes]:
+    """Vectors of the contents (by hash) not in ``known``, each embedded once: copies in a
+    batch share one forward pass. The model is only loaded when there is something to embed."""
+    fresh: dict[str, torch.Tensor] = {}
+    for content_hash, tensor in items:
+        if tensor is not None and content_hash is not None and content_hash not in known:
+            fresh.setdefault(content_hash, tensor)
+    if not fresh:
+        return {}
+    import torch
+
+    embedded = embedder().embed_tensors(torch.stack(list(fresh.values())))
+    return {h: store.vector_to_bytes(v) for h, v in zip(fresh, embedded, strict=True)}
+
+
 def _fail(report: AddReport, reporter: Any, path: str, reason: str) -> None:
     report.failed += 1
     report.errors.append(FileError(path, reason))
@@ -181,16 +201,9 @@ class _Batches:
         return (same and known.has_vector) or item.content_hash in self.reusable
 
     def _commit(self, batch: list[_Prepared]) -> None:
-        fresh: dict[str, torch.Tensor] = {}
-        for item in batch:
-            if item.tensor is not None and item.content_hash not in self.reusable:
-                fresh.setdefault(item.content_hash, item.tensor)  # type: ignore[arg-type]
-        vectors: dict[str, bytes] = {}
-        if fresh:
-            import torch
-
-            embedded = self.library.embedder().embed_tensors(torch.stack(list(fresh.values())))
-            vectors = {h: store.vector_to_bytes(v) for h, v in zip(fresh, embedded, strict=True)}
+        vectors = embed_new_contents(
+            self.library.embedder, ((i.content_hash, i.tensor) for i in batch), self.reusable
+        )
         with self.library.session() as session, session.begin():
             for item in batch:
                 self._apply(session, item, vectors)

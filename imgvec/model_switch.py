@@ -16,7 +16,7 @@ from imgvec import store
 from imgvec.errors import ImageError
 from imgvec.files import sha256_bytes
 from imgvec.images import decode, read_file
-from imgvec.ingest import FileError
+from imgvec.ingest import FileError, embed_new_contents
 from imgvec.pipeline import prefetched_batches
 from imgvec.reporting import progress
 from imgvec.schema import EmbeddingModel
@@ -102,16 +102,9 @@ def _commit(
     reusable: set[str],
     report: SwitchReport,
 ) -> None:
-    fresh: dict[str, Any] = {}
-    for item in batch:
-        if item.tensor is not None and item.content_hash not in reusable:
-            fresh.setdefault(item.content_hash, item.tensor)
-    vectors: dict[str, bytes] = {}
-    if fresh:
-        import torch
-
-        embedded = library.embedder(row).embed_tensors(torch.stack(list(fresh.values())))
-        vectors = {h: store.vector_to_bytes(v) for h, v in zip(fresh, embedded, strict=True)}
+    vectors = embed_new_contents(
+        lambda: library.embedder(row), ((i.content_hash, i.tensor) for i in batch), reusable
+    )
     with library.session() as session, session.begin():
         for item in batch:
             if item.error is not None:

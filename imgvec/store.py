@@ -150,6 +150,23 @@ def hashes_with_vectors(session: Session, model_id: int) -> set[str]:
     return set(session.scalars(query))
 
 
+def image_identities(session: Session, ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+    """image id -> (path, content hash)."""
+    found: dict[int, tuple[str, str | None]] = {}
+    for start in range(0, len(ids), 500):
+        query = select(Image.id, Image.path, Image.content_hash).where(
+            Image.id.in_(ids[start : start + 500])
+        )
+        found.update({i: (p, h) for i, p, h in session.execute(query)})
+    return found
+
+
+def readable_images(session: Session) -> list[tuple[int, str, str | None]]:
+    """(id, path, content hash) of every image that could be read."""
+    query = select(Image.id, Image.path, Image.content_hash).where(Image.error.is_(None))
+    return [(i, p, h) for i, p, h in session.execute(query)]
+
+
 def images_with_hash(session: Session, content_hash: str, model_id: int) -> list[Image]:
     """Readable images with this content that have a vector for the model, oldest first."""
     query = (
