@@ -142,6 +142,17 @@ class Segment:
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
     dead: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    _selectors: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
+    """FAISS keeps raw pointers to selectors, so the segment owns them (built once)."""
+
+    def selector(self) -> faiss.IDSelector | None:
+        """Excludes the dead ids inside the search; None when there are none."""
+        if not len(self.dead):
+            return None
+        if self._selectors is None:
+            batch = faiss.IDSelectorBatch(self.dead)
+            self._selectors = (batch, faiss.IDSelectorNot(batch))
+        return self._selectors[1]
 
 
 def search(
@@ -173,11 +184,7 @@ def search(
 
 
 def _search_params(segment: Segment) -> faiss.SearchParameters:
-    selector = None
-    if len(segment.dead):
-        segment.__dict__.setdefault("_batch", faiss.IDSelectorBatch(segment.dead))
-        selector = faiss.IDSelectorNot(segment.__dict__["_batch"])
-        segment.__dict__["_keep"] = selector  # FAISS holds raw pointers: keep them alive
+    selector = segment.selector()
     if segment.kind in ("ivf", "ivfpq"):
         return faiss.SearchParametersIVF(sel=selector, nprobe=int(segment.params["nprobe"]))
     return faiss.SearchParameters(sel=selector)
