@@ -1,37 +1,35 @@
-"""A tiny deterministic embedding model for plumbing tests: no weights, nothing to download.
+"""Tiny deterministic embedding models for plumbing tests: no weights, nothing to download.
 
-Its vector is the image's 4x4 grid of mean colours (48-d), so different pictures get different
-vectors and identical pictures identical ones.
+A vector is the image's grid of mean colours (``fake``: 4x4, 48-d; ``fake3``: 3x3, 27-d, a second
+model of another dimension), so different pictures get different vectors and identical pictures
+identical ones.
 """
 
 from torch import nn
 
 from imgvec.embedders.registry import Layer, ModelSpec, Preprocess, register
 
-FAKE = "fake"
-FAKE_DIM = 48
 
-register(
-    ModelSpec(
-        name=FAKE,
-        build=lambda: nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten()),
-        layers={"grid": Layer(FAKE_DIM, lambda model: model, "4x4 grid of mean colours")},
-        default_layer="grid",
-        preprocess=Preprocess(resize=32, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        description="test model: colour layout",
+def register_grid_model(name: str, cells: int, description: str) -> int:
+    """Register a model whose embedding is the cells x cells grid of mean colours; its dim."""
+    dim = 3 * cells * cells
+    register(
+        ModelSpec(
+            name=name,
+            build=lambda: nn.Sequential(nn.AdaptiveAvgPool2d(cells), nn.Flatten()),
+            layers={
+                "grid": Layer(dim, lambda model: model, f"{cells}x{cells} grid of mean colours")
+            },
+            default_layer="grid",
+            preprocess=Preprocess(
+                resize=8 * cells, crop=8 * cells, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+            ),
+            description=description,
+        )
     )
-)
+    return dim
 
-FAKE3 = "fake3"
-FAKE3_DIM = 27
 
-register(
-    ModelSpec(
-        name=FAKE3,
-        build=lambda: nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten()),
-        layers={"grid": Layer(FAKE3_DIM, lambda model: model, "3x3 grid of mean colours")},
-        default_layer="grid",
-        preprocess=Preprocess(resize=24, crop=24, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        description="second test model: coarser colour layout, another dimension",
-    )
-)
+FAKE, FAKE3 = "fake", "fake3"
+FAKE_DIM = register_grid_model(FAKE, 4, "test model: colour layout")
+FAKE3_DIM = register_grid_model(FAKE3, 3, "second test model: coarser colour layout, another dim")
