@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -28,6 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from imgvec.embedders.registry import PRECISIONS
 from imgvec.errors import ImgvecError
 from imgvec.library import DEFAULT_K, DEFAULT_MODEL, Library
 
@@ -84,6 +86,15 @@ WeightsOption = Annotated[
         help="'default' (pretrained, downloaded once and cached), "
         "'none' (random, fixed seed: tests and demos) or the PATH of a state dict.",
         show_default=False,
+    ),
+]
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # type: ignore[misc]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        help="Model arithmetic: 'auto' (bfloat16 where the CPU or GPU has it, else float32), "
+        "'fp32' or 'bf16'. Vectors of both agree to a cosine of 0.99+ and share one index.",
     ),
 ]
 LayerOption = Annotated[
@@ -153,11 +164,17 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 @contextmanager
 def open_library(
-    library: Path | None, db: str | None, *, create: bool = True, quiet: bool = False
+    library: Path | None,
+    db: str | None,
+    *,
+    create: bool = True,
+    quiet: bool = False,
+    precision: str = "auto",
 ) -> Iterator[Library]:
     reporter = ConsoleReporter(quiet=quiet)
     try:
         with Library.open(library, db, reporter=reporter, create=create) as lib:
+            lib.precision = precision
             yield lib
     except ImgvecError as error:
         reporter.done()
@@ -204,6 +221,7 @@ def add(
     batch_size: Annotated[
         int, typer.Option(min=1, help="Images per model call and per database commit.")
     ] = 32,
+    precision: PrecisionOption = Precision.auto,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -217,7 +235,7 @@ def add(
 
     Example: imgvec add ~/Pictures --model mobilenet_v2
     """
-    with open_library(library, db, quiet=quiet) as lib:
+    with open_library(library, db, quiet=quiet, precision=precision.value) as lib:
         report = lib.add(
             [str(p) for p in paths],
             model=model,
@@ -295,6 +313,15 @@ def query(
             show_default=False,
         ),
     ] = None,
+    precision: PrecisionOption = Precision.auto,
+    timings: Annotated[
+        bool,
+        typer.Option(
+            "--timings",
+            help="Also print on stderr the seconds spent loading the model, embedding, opening "
+            "the index and searching.",
+        ),
+    ] = False,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -304,8 +331,13 @@ def query(
     Examples: imgvec query holiday.jpg -k 5
               imgvec query holiday.jpg --where "folder LIKE '%/2023/%'"
     """
-    with open_library(library, db, create=False) as lib:
+    with open_library(library, db, create=False, precision=precision.value) as lib:
         results = lib.query([str(i) for i in images], k=k, where=where, model=model)
+        if timings:
+            spent = " ".join(
+                f"{stage.replace(' ', '_')}={s:.4f}" for stage, s in lib.stopwatch.seconds.items()
+            )
+            err.print(f"timings (s): {spent}", markup=False)
         if show is not None:
             from imgvec.plots import contact_sheet
 
@@ -655,12 +687,7 @@ def eval_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the transforms.")] = 0,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="Model arithmetic: fp32, or bf16 (bfloat16 autocast) to compare their quality."
-        ),
-    ] = "fp32",
+    precision: PrecisionOption = Precision.auto,
     library: Annotated[
         Path | None,
         typer.Option(
@@ -684,11 +711,8 @@ def eval_command(
 
     with (  # open_library turns an ImgvecError into a one-line error and exit code 2
         tempfile.TemporaryDirectory(prefix="imgvec-eval-") as scratch,
-        open_library(library or Path(scratch), None) as lib,
+        open_library(library or Path(scratch), None, precision=precision.value) as lib,
     ):
-        if precision not in ("fp32", "bf16"):
-            fail("--precision takes fp32 or bf16")
-        lib.precision = precision
         truth = load_groundtruth(groundtruth)
         lib.add([folder], model=model, weights=weights, layer=layer)
         report = evaluate(lib, folder, truth)
@@ -752,6 +776,7 @@ def model_use(
     weights: WeightsOption = None,
     layer: LayerOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
+    precision: PrecisionOption = Precision.auto,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -766,7 +791,7 @@ def model_use(
 
     Example: imgvec model use resnet50 --layer avgpool
     """
-    with open_library(library, db, create=False, quiet=quiet) as lib:
+    with open_library(library, db, create=False, quiet=quiet, precision=precision.value) as lib:
         report = lib.use_model(name, weights, layer, batch_size)
     if json_output:
         print_json(report.to_json())

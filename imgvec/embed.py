@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import platform
 import urllib.error
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,11 +15,15 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from imgvec.embedders.registry import RANDOM_SEED, ModelSpec, Preprocess, WeightsChoice
+from imgvec.embedders.registry import (
+    PRECISIONS,
+    RANDOM_SEED,
+    ModelSpec,
+    Preprocess,
+    WeightsChoice,
+)
 from imgvec.errors import WeightsUnavailable
-
-PRECISIONS = ("fp32", "bf16")
-"""bf16 runs the model under bfloat16 autocast; vectors are always returned as float32."""
+from imgvec.images import Picture, decode
 
 OFFLINE_HINT = (
     "use the offline model, whose weights install with imgvec (--model efficientnet_lite0), or "
@@ -25,6 +33,45 @@ OFFLINE_HINT = (
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def auto_precision(device: torch.device) -> str:
+    """bf16 where the hardware computes in bfloat16 natively, fp32 elsewhere.
+
+    On CPUs that is AVX512-BF16 or AMX: there bf16 runs every registered model 1.6 to 2.4x faster
+    than fp32 and changes retrieval by nothing measurable (BENCHMARKS.md, precision section).
+    CPUs without them emulate bf16 more slowly than fp32. On CUDA, GPUs from Ampere on.
+    """
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fp32"
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Tell glibc malloc to reuse freed memory instead of returning it to the kernel.
+
+    By default every batch's large activation buffers are mmap'd and unmapped again, so each
+    batch page-faults all of them back in (10k-30k minor faults per image): that halves the speed
+    of the small models on CPU (BENCHMARKS.md, allocator check). The cost is that the process
+    keeps its peak heap size. Once per process; a no-op (False) outside glibc.
+    """
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+def prepare(data: bytes, prep: Preprocess) -> tuple[Picture, torch.Tensor]:
+    """Image bytes -> the decoded picture and the model's input tensor.
+
+    JPEGs are decoded at a reduced size that still covers the resize (``draft``), so a
+    12-megapixel photo costs a fraction of a full decode.
+    """
+    picture = decode(data, min_side=prep.resize)
+    return picture, preprocess_image(picture.image, prep)
 
 
 def preprocess_image(image: Image.Image, prep: Preprocess) -> torch.Tensor:
@@ -92,16 +139,19 @@ class Embedder:
         layer: str,
         weights: WeightsChoice,
         device: torch.device | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-        self.precision = precision
         self.spec = spec
         self.layer, layer_spec = spec.layer(layer)
         self.dim = layer_spec.dim
         self.device = device or pick_device()
-        self.model = build_model(spec, self.layer, weights).to(self.device)
+        self.precision = auto_precision(self.device) if precision == "auto" else precision
+        self.memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
+        keep_freed_memory()
+        model = build_model(spec, self.layer, weights)
+        self.model = model.to(self.device, memory_format=self.memory_format)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return preprocess_image(image, self.spec.preprocess)
@@ -111,7 +161,7 @@ class Embedder:
             torch.inference_mode(),
             torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"),
         ):
-            output = self.model(batch.to(self.device))
+            output = self.model(batch.to(self.device, memory_format=self.memory_format))
             output = torch.nn.functional.normalize(output.float().flatten(1), dim=1)
         vectors = output.cpu().numpy().astype(np.float32, copy=False)
         if vectors.shape[1] != self.dim:

@@ -52,8 +52,13 @@ def read_file(path: str) -> bytes:
         raise ImageError(f"cannot read file: {error.strerror or error}") from error
 
 
-def decode(data: bytes) -> Picture:
-    """Decode image bytes fully; any problem becomes an :class:`ImageError` with a short reason."""
+def decode(data: bytes, min_side: int | None = None) -> Picture:
+    """Decode image bytes; any problem becomes an :class:`ImageError` with a short reason.
+
+    With ``min_side``, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
+    Pillow's ``draft``) as long as both sides stay at least ``min_side`` pixels; the picture's
+    ``width`` and ``height`` are still those of the full image.
+    """
     try:
         image = Image.open(io.BytesIO(data))
         fmt = image.format or "unknown"
@@ -63,9 +68,13 @@ def decode(data: bytes) -> Picture:
                 f"image too large ({width}x{height} pixels, limit {MAX_PIXELS}; "
                 "possible decompression bomb)"
             )
+        if min_side is not None:
+            image.draft(None, (min_side, min_side))  # a no-op for formats other than JPEG
         image.load()
         metadata = read_exif(image)
         rgb = to_rgb(upright(image))
+        if (rgb.width, rgb.height) != image.size:  # EXIF orientation turned it a quarter
+            width, height = height, width
     except ImageError:
         raise
     except UnidentifiedImageError as error:
@@ -76,7 +85,7 @@ def decode(data: bytes) -> Picture:
         raise ImageError(f"corrupt or truncated image: {error}") from error
     except (ValueError, SyntaxError, struct.error, MemoryError) as error:
         raise ImageError(f"corrupt image: {error}") from error
-    return Picture(rgb, rgb.width, rgb.height, fmt, metadata)
+    return Picture(rgb, width, height, fmt, metadata)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

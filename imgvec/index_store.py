@@ -410,6 +410,10 @@ class IndexStore:
         The segments with their tombstones are kept until the version or the change log moves,
         so repeated queries do not re-read the log or rebuild FAISS's id selectors.
         """
+        return faiss_index.search(self.load(version), queries, k, lookup)
+
+    def load(self, version: IndexVersion) -> list[faiss_index.Segment]:
+        """The version's segments ready to search (opened on first use, then cached)."""
         with self.sessions() as session:
             key = (version.id, store.last_change(session, self.model.id))
             if self._searching is None or self._searching[0] != key:
@@ -417,7 +421,7 @@ class IndexStore:
                 floor = min(s.created_seq for s in segments)
                 changed = store.changed_since(session, self.model.id, floor)
                 self._searching = (key, self._with_tombstones(version, segments, changed))
-        return faiss_index.search(self._searching[1], queries, k, lookup)
+        return self._searching[1]
 
     def _with_tombstones(
         self, version: IndexVersion, segments: list[IndexSegment], changed: dict[int, int]

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from imgvec import files, store
 from imgvec.errors import ImageError
-from imgvec.images import Picture, decode, read_file
+from imgvec.images import Picture, read_file
 from imgvec.metadata import METADATA_COLUMNS
 from imgvec.pipeline import prefetched_batches
 from imgvec.reporting import progress
@@ -28,7 +28,6 @@ from imgvec.schema import Image, utcnow
 
 if TYPE_CHECKING:
     import torch
-    from PIL import Image as PILImage
 
     from imgvec.embed import Embedder
     from imgvec.library import Library
@@ -166,18 +165,12 @@ class _Batches:
         self.seen = seen
         self.report = report
         self.claimed: set[int] = set()
-        self._preprocess: Callable[[PILImage.Image], torch.Tensor] | None = None
-
-    @property
-    def preprocess(self) -> Callable[[PILImage.Image], torch.Tensor]:
-        if self._preprocess is None:  # imports torch: only when there is something to embed
-            self._preprocess = self.library.preprocessor()
-        return self._preprocess
+        self.prepare: Callable[[bytes], tuple[Picture, torch.Tensor]] | None = None
 
     def run(self, pending: list[_Prepared], batch_size: int) -> None:
         if not pending:
             return
-        self.preprocess  # noqa: B018  (resolve once, before the worker threads need it)
+        self.prepare = self.library.preparer()  # imports torch: only when there is work
         with progress(self.library.reporter, "Adding", len(pending)) as advance:
             for ready in prefetched_batches(pending, self._prepare, batch_size):
                 self._commit(ready)
@@ -189,8 +182,8 @@ class _Batches:
             item.content_hash = files.sha256_bytes(data)
             if self._can_skip_decode(item):
                 return item
-            item.picture = decode(data)
-            item.tensor = self.preprocess(item.picture.image)
+            assert self.prepare is not None
+            item.picture, item.tensor = self.prepare(data)
         except ImageError as error:
             item.error = str(error)
         return item

@@ -8,6 +8,7 @@ for hit in lib.query(["query.jpg"], k=5)[0].hits:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -27,9 +28,11 @@ from imgvec.config import LibraryPaths, resolve_paths
 from imgvec.db import make_engine, upgrade_schema
 from imgvec.embedders.registry import WeightsChoice, get_spec, resolve_weights
 from imgvec.errors import ImageError, ImgvecError, LibraryLocked, ModelError, WeightsUnavailable
-from imgvec.ingest import AddReport, FileError, add_paths
+from imgvec.images import Picture, read_file
+from imgvec.ingest import DEFAULT_BATCH_SIZE, AddReport, FileError, add_paths
 from imgvec.lock import write_lock
-from imgvec.reporting import Reporter, SilentReporter
+from imgvec.pipeline import prefetched_batches
+from imgvec.reporting import Reporter, SilentReporter, Stopwatch
 from imgvec.schema import EmbeddingModel, IndexVersion
 
 if TYPE_CHECKING:
@@ -134,9 +137,11 @@ class Status:
 class Library:
     """A library: metadata in a SQL database, index artifacts in a directory."""
 
-    precision = "fp32"
-    """Arithmetic of the models this object runs (``bf16``: bfloat16 autocast); vectors stay
-    float32. Not part of a model's identity (see BENCHMARKS.md for what it changes)."""
+    precision = "auto"
+    """Arithmetic of the models this object runs: ``fp32``, ``bf16`` (bfloat16 autocast) or
+    ``auto`` (bf16 where the hardware has it, see :func:`imgvec.embed.auto_precision`); vectors
+    stay float32. Not part of a model's identity: bf16 and fp32 vectors of an image agree to a
+    cosine of 0.99+ and rank alike (BENCHMARKS.md, precision section), so they mix in one index."""
 
     def __init__(self, paths: LibraryPaths, engine: Engine, reporter: Reporter) -> None:
         self.paths = paths
@@ -145,6 +150,8 @@ class Library:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._embedders: dict[int, Embedder] = {}
         self._indexes: dict[int, IndexStore] = {}
+        self.stopwatch = Stopwatch()
+        """Time spent loading models, embedding, opening indexes and searching."""
 
     @classmethod
     def open(
@@ -329,12 +336,15 @@ class Library:
             raise ImgvecError("the library has no model yet; add images first: imgvec add PATH")
         return row
 
-    def preprocessor(self) -> Callable[[PILImage.Image], Tensor]:
-        """Picture -> model input tensor for the active model (does not load the model)."""
-        from imgvec.embed import preprocess_image
+    def preparer(
+        self, row: EmbeddingModel | None = None
+    ) -> Callable[[bytes], tuple[Picture, Tensor]]:
+        """Image bytes -> (picture, input tensor) for a model (the active one by default), without
+        loading the model (see :func:`imgvec.embed.prepare`)."""
+        from imgvec.embed import prepare
 
-        prep = get_spec(self.active_model_row().name).preprocess
-        return lambda image: preprocess_image(image, prep)
+        prep = get_spec((row or self.active_model_row()).name).preprocess
+        return functools.partial(prepare, prep=prep)
 
     def embedder(self, row: EmbeddingModel | None = None) -> Embedder:
         """A model of the library (the active one by default), loaded on first use."""
@@ -355,12 +365,13 @@ class Library:
                         f"original file again with --weights PATH ({row.weights})"
                     )
             self.reporter.notice(f"Loading model {ModelInfo.of(row).label()}")
-            self._embedders[row.id] = Embedder(
-                spec,
-                row.layer,
-                WeightsChoice(row.weights, row.weights_path),
-                precision=self.precision,
-            )
+            with self.stopwatch("model load"):
+                self._embedders[row.id] = Embedder(
+                    spec,
+                    row.layer,
+                    WeightsChoice(row.weights, row.weights_path),
+                    precision=self.precision,
+                )
         return self._embedders[row.id]
 
     # --- adding and removing ---------------------------------------------------------------------
@@ -491,32 +502,26 @@ class Library:
         model = self.searchable_model(model) if model else self.active_model_row()
         results = [QueryResult(files.normalize(image)) for image in images]
         vectors: dict[int, np.ndarray] = {}
-        to_embed: list[tuple[int, PILImage.Image]] = []
         for position, result in enumerate(results):
-            try:
-                stored = self._stored_query_vector(result.query, model)
-                if stored is not None:
-                    vectors[position] = stored
-                    result.vector_source = "stored"
-                    continue
-                from imgvec.images import decode, read_file
-
-                to_embed.append((position, decode(read_file(result.query)).image))
-            except ImageError as error:
-                result.error = str(error)
-                self.reporter.file_error(result.query, result.error)
-        if to_embed:
-            embedded = self.embedder(model).embed([image for _, image in to_embed])
-            vectors.update(
-                {position: vector for (position, _), vector in zip(to_embed, embedded, strict=True)}
-            )
+            stored = self._stored_query_vector(result.query, model)
+            if stored is not None:
+                vectors[position] = stored
+                result.vector_source = "stored"
+        vectors.update(
+            self._embed_queries(model, results, sorted(set(range(len(results))) - set(vectors)))
+        )
         if not vectors:
             return results
         order = sorted(vectors)
         queries = np.stack([vectors[p] for p in order])
         if where is None:
             version = self._current_version(model)
-            scores, ids = self.index(model).search(version, queries, k, self._vector_lookup(model))
+            with self.stopwatch("index load"):
+                self.index(model).load(version)
+            with self.stopwatch("search"):
+                scores, ids = self.index(model).search(
+                    version, queries, k, self._vector_lookup(model)
+                )
         else:
             scores, ids, plan = self._filtered_search(model, queries, k, where)
             for position in order:
@@ -530,6 +535,39 @@ class Library:
                 if i >= 0 and int(i) in paths
             ]
         return results
+
+    def _embed_queries(
+        self, model: EmbeddingModel, results: list[QueryResult], positions: list[int]
+    ) -> dict[int, np.ndarray]:
+        """Vectors of the query files at ``positions``, embedded in batches while the next batch
+        is decoded; a file that cannot be read gets its error and no vector."""
+        if not positions:
+            return {}
+        import torch
+
+        prepare = self.preparer(model)
+
+        def load(position: int) -> tuple[int, Tensor | str]:
+            try:
+                return position, prepare(read_file(results[position].query))[1]
+            except ImageError as error:
+                return position, str(error)
+
+        vectors: dict[int, np.ndarray] = {}
+        for batch in prefetched_batches(positions, load, DEFAULT_BATCH_SIZE):
+            ready = []
+            for position, outcome in batch:
+                if isinstance(outcome, str):
+                    results[position].error = outcome
+                    self.reporter.file_error(results[position].query, outcome)
+                else:
+                    ready.append((position, outcome))
+            if ready:
+                embedder = self.embedder(model)
+                with self.stopwatch("embed"):
+                    embedded = embedder.embed_tensors(torch.stack([t for _, t in ready]))
+                vectors.update(zip((p for p, _ in ready), embedded, strict=True))
+        return vectors
 
     def _filtered_search(
         self, model: EmbeddingModel, queries: np.ndarray, k: int, where: str

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from imgvec import store
 from imgvec.errors import ImageError
 from imgvec.files import sha256_bytes
-from imgvec.images import decode, read_file
+from imgvec.images import read_file
 from imgvec.ingest import FileError, embed_new_contents
 from imgvec.pipeline import prefetched_batches
 from imgvec.reporting import progress
@@ -53,22 +53,19 @@ class _Todo:
 
 def use_model(library: Library, row: EmbeddingModel, batch_size: int) -> SwitchReport:
     """Embed what the model lacks, build its index, switch. The caller holds the write lock."""
-    from imgvec.embed import preprocess_image
-    from imgvec.embedders.registry import get_spec
-
     report = SwitchReport(model=row.name)
     with library.session() as session:
         todo = [_Todo(i, p) for i, p in store.images_missing_vectors(session, row.id)]
         reusable = store.hashes_with_vectors(session, row.id)
         report.already = store.count_vectors(session, row.id)
-    prep = get_spec(row.name).preprocess
+    prepare_input = library.preparer(row)
 
     def prepare(item: _Todo) -> _Todo:
         try:
             data = read_file(item.path)
             item.content_hash = sha256_bytes(data)
             if item.content_hash not in reusable:
-                item.tensor = preprocess_image(decode(data).image, prep)
+                item.tensor = prepare_input(data)[1]
         except ImageError as error:
             item.error = str(error)
         return item

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -44,3 +45,18 @@ def progress(reporter: Reporter, description: str, total: int) -> Iterator[Calla
         yield advance
     finally:
         reporter.done()
+
+
+class Stopwatch:
+    """Seconds spent in named stages, summed over calls (``imgvec query --json`` reports them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start

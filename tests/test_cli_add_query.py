@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from imgvec.embed import Embedder
 from imgvec.library import Library
 from tests.conftest import FAKE_ARGS, make_image, set_mtime
 
@@ -37,6 +38,36 @@ def test_query_image_outside_the_library_is_embedded(imgvec, photos: Path, tmp_p
     assert result["vector"] == "embedded"
     assert Path(result["results"][0]["path"]).name == "p1.jpg"
     assert result["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_many_query_images_are_embedded_in_batches_and_answered_in_order(
+    imgvec, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    imgvec("add", photos, *FAKE_ARGS)
+    outside = tmp_path / "queries"
+    queries = [make_image(outside / f"q{i:02}.png", seed=100 + i) for i in range(40)]
+    broken = outside / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    queries.insert(17, broken)
+    batch_sizes: list[int] = []
+    real = Embedder.embed_tensors
+    monkeypatch.setattr(
+        Embedder,
+        "embed_tensors",
+        lambda self, batch: batch_sizes.append(len(batch)) or real(self, batch),
+    )
+
+    result = imgvec("query", *queries, "-k", "1", "--timings", "--json")
+
+    assert result.exit_code == 1  # one query could not be read
+    answers = result.json()
+    assert [Path(a["query"]).name for a in answers] == [q.name for q in queries]
+    assert "not an image" in answers[17]["error"] and answers[17]["results"] == []
+    assert "broken.jpg" in result.stderr  # the one-line error names the file
+    assert all(a["vector"] == "embedded" for i, a in enumerate(answers) if i != 17)
+    assert batch_sizes == [31, 9]  # 32 per batch, less the unreadable one
+    timings = result.stderr.split("timings (s): ")[1].split()
+    assert [t.split("=")[0] for t in timings] == ["model_load", "embed", "index_load", "search"]
 
 
 def test_table_output_lists_paths_and_scores(imgvec, photos: Path) -> None:

@@ -374,3 +374,36 @@ def test_walk_finds_images_by_content_and_skips_other_files(tmp_path: Path) -> N
     found = list(files.walk([str(tmp_path)]))
     assert all(isinstance(item, files.FoundFile) for item in found)
     assert sorted(Path(item.path).name for item in found) == ["fake.jpg", "scan"]
+
+
+# --- reduced-size JPEG decoding ----------------------------------------------------------------
+
+
+def test_large_jpeg_decodes_at_reduced_size_that_still_covers_min_side() -> None:
+    data = encode(_left_red_right_blue().resize((2400, 1600)), "JPEG", quality=90)
+
+    picture = decode(data, min_side=256)
+
+    assert picture.image.size == (600, 400)  # 1/8 would go below 256 on the short side: 1/4
+    assert (picture.width, picture.height) == (2400, 1600)  # the file's true size is recorded
+    assert close_to(pixel(picture, (10, 200)), RED, 10)
+    assert close_to(pixel(picture, (590, 200)), BLUE, 10)
+
+
+def test_reduced_decode_keeps_the_true_size_of_a_rotated_jpeg() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways, shown rotated a quarter
+    data = encode(_left_red_right_blue().resize((2400, 1600)), "JPEG", exif=exif.tobytes())
+
+    picture = decode(data, min_side=256)
+
+    assert picture.image.size == (400, 600)
+    assert (picture.width, picture.height) == (1600, 2400)
+
+
+def test_min_side_leaves_small_jpegs_and_other_formats_at_full_size() -> None:
+    small = decode(encode(_left_red_right_blue().resize((400, 300)), "JPEG"), min_side=256)
+    png = decode(encode(_left_red_right_blue().resize((2400, 1600)), "PNG"), min_side=256)
+
+    assert small.image.size == (400, 300)  # half size would be 150 pixels high
+    assert png.image.size == (2400, 1600)

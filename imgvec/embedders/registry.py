@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_SEED = 0
+PRECISIONS = ("auto", "fp32", "bf16")
+"""How a model computes: bf16 under bfloat16 autocast (vectors are float32 either way); auto is
+bf16 where the hardware has bfloat16 arithmetic (:func:`imgvec.embed.auto_precision`)."""
 ENTRY_POINT_GROUP = "imgvec.models"
 
 
@@ -63,6 +66,9 @@ class ModelSpec:
     load_pretrained: Callable[[], Mapping[str, Any]] | None = None
     """Returns the state dict of ``--weights default`` (may download and cache it)."""
     extra: Mapping[str, str] = field(default_factory=dict)
+    channels_last: bool = False
+    """Run in NHWC memory layout: faster for convolutional networks on CPU (oneDNN), in fp32 and
+    more so in bf16; no effect on the result."""
 
     def layer(self, name: str | None) -> tuple[str, Layer]:
         chosen = name or self.default_layer

@@ -70,6 +70,7 @@ def _tv(
     default: str,
     prep: Preprocess,
     description: str,
+    channels_last: bool = True,
 ) -> None:
     register(
         ModelSpec(
@@ -81,6 +82,7 @@ def _tv(
             description=description,
             pretrained_id=f"torchvision:{weights}",
             load_pretrained=_torchvision_weights(weights),
+            channels_last=channels_last,
         )
     )
 
@@ -92,6 +94,7 @@ _tv(
     "cls",
     Preprocess(resize=256, crop=224),
     "Vision Transformer B/16 (ImageNet-1k): 768-d class token",
+    channels_last=False,  # a transformer: no convolutions after the patch embedding
 )
 _tv(
     "resnet50",
