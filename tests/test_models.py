@@ -11,7 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from imgvec.embed import Embedder, auto_precision, build_model, keep_freed_memory
+from imgvec.embed import (
+    Embedder,
+    auto_precision,
+    build_model,
+    fold_batchnorm,
+    keep_freed_memory,
+)
 from imgvec.embedders.registry import available, get_spec, resolve_weights
 from imgvec.errors import ModelError, WeightsUnavailable
 from tests.conftest import SHARED_EVAL
@@ -177,3 +183,31 @@ def test_malloc_is_told_to_keep_freed_memory_on_glibc() -> None:
     import platform
 
     assert keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50"])
+def test_folding_batchnorm_into_convolutions_keeps_the_vectors(name: str) -> None:
+    spec = get_spec(name)
+    model = build_model(spec, spec.default_layer, resolve_weights(spec, "none"))
+    folded = fold_batchnorm(model)
+    count = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert folded is not model and count == 0
+    batch = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.allclose(folded(batch), model(batch), atol=1e-4)
+
+
+def test_models_without_batchnorm_or_not_traceable_are_left_as_they_are() -> None:
+    vit = build_model(get_spec("vit_b_16"), "cls", resolve_weights(get_spec("vit_b_16"), "none"))
+    assert fold_batchnorm(vit) is vit
+
+    class Branchy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(self.conv(x)) if x.sum() > 0 else x  # fx cannot trace this
+
+    branchy = Branchy().eval()
+    assert fold_batchnorm(branchy) is branchy
