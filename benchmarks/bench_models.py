@@ -7,8 +7,9 @@ Run from the repository root (about 5 minutes on two quiet cores):
 For each model in the registry, at its default layer (plus a few extra layers, forward only):
 
 1. forward: images/s of the bare model (``Embedder.embed_tensors``) on pre-made random
-   3x224x224 tensors, batch 16 (and add's batch size, 32), float32, random weights (as fast as
-   real ones), under ``torch.inference_mode()``: warm-up batches, then the median batch time;
+   3x224x224 tensors, batch 16 (and add's batch size, 32), ``--precision auto``, random
+   weights (as fast as real ones), under ``torch.inference_mode()``: warm-up batches, then the
+   median batch time;
 2. add: ``Library.add`` of the UKBench photos into a fresh temporary library, timed as a whole
    (open, fix the model, load it, add: everything but the interpreter start and imports) and
    with the model already loaded, and the time spent in the model inside it; the slow models
@@ -18,7 +19,8 @@ For each model in the registry, at its default layer (plus a few extra layers, f
 
 Each row runs in a fresh subprocess (``--row``), so that no row inherits the memory allocator's
 state from the rows before it; an allocator check (``--malloc-check``) times the forward pass of a
-few models again with glibc malloc told to keep freed memory.
+few models again with glibc malloc as it comes (``IMGVEC_KEEP_FREED_MEMORY=0``), against imgvec's
+own setting (``embed.keep_freed_memory``).
 
 The machine is shared: each row waits for a quiet moment and is measured again when other
 processes took CPU meanwhile (``--quiet``, ``--attempts``); the table says how busy it was.
@@ -84,9 +86,9 @@ MAX_TIMED_BATCHES = 30
 EXTRA_LAYERS = ("resnet50:fc", "vgg16:pool5")
 """Benchmarked forward-only in the default run (same network, another cut)."""
 NO_WEIGHTS = "n/a (weights need a download)"
-TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
-"""glibc malloc settings for the allocator check: no mmap for large blocks, no trimming of the
-heap, so freed activation buffers are reused instead of handed back to the kernel."""
+GLIBC_DEFAULT = {"IMGVEC_KEEP_FREED_MEMORY": "0"}
+"""The allocator check's baseline: imgvec leaves glibc malloc as it comes (by default it tells
+malloc to reuse freed activation buffers instead of handing them back to the kernel)."""
 
 
 @dataclass(frozen=True)
@@ -414,9 +416,8 @@ def malloc_table(pairs: Sequence[tuple[Row, Row]]) -> str:
         f"| page faults / img, batch {BATCH} / {ADD_BATCH} | other procs, cores |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    settings = " ".join(f"`{k}={v}`" for k, v in TUNED_MALLOC.items())
     for default, tuned in pairs:
-        for label, row in (("default", default), (settings, tuned)):
+        for label, row in (("as it comes", default), ("imgvec's `mallopt`", tuned)):
             cells = [
                 f"`{row.target.model}`",
                 label,
@@ -572,7 +573,8 @@ def section(
             f"one photo, what `add` does besides the model: {decode_ips:.0f} photos/s on one "
             "thread.",
             f"- **forward**: `Embedder.embed_tensors` on a pre-made random batch of {BATCH} "
-            "3x224x224 float32 tensors under `torch.inference_mode()`, random weights (as fast as "
+            "3x224x224 tensors at `--precision auto` under `torch.inference_mode()`, random "
+            "weights (as fast as "
             f"real ones); {WARMUP_BATCHES} warm-up batches, then the median batch time. The same "
             f"at batch {ADD_BATCH} (1 warm-up batch), except for the extra layers. *page "
             "faults*: minor page faults (`getrusage`) per image over the timed batches.",
@@ -602,9 +604,9 @@ def section(
             *(
                 [
                     "**Allocator check**: the forward pass of a few models again, each in a fresh "
-                    "process with the default glibc malloc and with "
-                    + " ".join(f"`{k}={v}`" for k, v in TUNED_MALLOC.items())
-                    + " (no mmap for large blocks, no heap trimming: freed activation memory is "
+                    "process, with glibc malloc as it comes (`IMGVEC_KEEP_FREED_MEMORY=0`) and "
+                    "as imgvec sets it (`embed.keep_freed_memory`: `mallopt` with no mmap for "
+                    "large blocks and a 1 GiB trim threshold, so freed activation memory is "
                     "reused instead of going back to the kernel and faulting in again).",
                     "",
                     malloc_table(malloc_rows),
@@ -707,8 +709,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--malloc-check",
         default="mobilenet_v2,resnet50",
-        help="models whose forward pass is timed again with glibc malloc told to keep freed "
-        f"memory ({' '.join(f'{k}={v}' for k, v in TUNED_MALLOC.items())}); '' to skip "
+        help="models whose forward pass is timed again with glibc malloc as it comes "
+        "(IMGVEC_KEEP_FREED_MEMORY=0), against imgvec's setting; '' to skip "
         "(default: %(default)s)",
     )
     parser.add_argument("--row", help=argparse.SUPPRESS)  # internal: one row, as JSON
@@ -747,8 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in (part.strip() for part in args.malloc_check.split(",")):
         if name:
             target = Target(name, specs[name].default_layer, end_to_end=False)
-            default = measure_quietly(target, args, deadline)
-            tuned = measure_quietly(target, args, deadline, TUNED_MALLOC)
+            default = measure_quietly(target, args, deadline, GLIBC_DEFAULT)
+            tuned = measure_quietly(target, args, deadline)
             malloc_rows.append((default, tuned))
 
     runtime = time.perf_counter() - started
