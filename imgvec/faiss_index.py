@@ -160,6 +160,17 @@ def search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, ids) over all segments, dead ids filtered inside FAISS; -1 pads."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    available = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(index_rules.search_threads(len(queries), available))
+    try:
+        return _search(segments, queries, k, lookup)
+    finally:
+        faiss.omp_set_num_threads(available)
+
+
+def _search(
+    segments: Sequence[Segment], queries: np.ndarray, k: int, lookup: VectorLookup | None
+) -> tuple[np.ndarray, np.ndarray]:
     n = len(queries)
     all_scores, all_ids = [np.full((n, 0), -np.inf, np.float32)], [np.zeros((n, 0), np.int64)]
     for segment in segments:

@@ -13,6 +13,7 @@ COMPACT_MIN_CHANGES = 1_000
 COMPACT_FRACTION = 0.10
 MAX_DELTA_SEGMENTS = 16
 RETRAIN_GROWTH = 2
+SINGLE_THREAD_MAX_QUERIES = 16
 
 
 def choose_kind(n_vectors: int, dim: int, memory_budget: int, current: str | None = None) -> str:
@@ -150,3 +151,15 @@ def overfetch(k: int, matches: int, total: int) -> int:
     if matches <= 0:
         return 0
     return min(total, max(k, math.ceil(2 * k * total / matches)))
+
+
+def search_threads(n_queries: int, available: int) -> int:
+    """FAISS threads for one search call: one for a handful of queries, all for larger batches.
+
+    FAISS parallelises a search over its queries (FAISS wiki, "Threads and asynchronous calls"),
+    so a single query gains nothing from OpenMP and pays for waking its threads, and, on a busy
+    machine, for waiting on a descheduled one; OpenSearch's k-NN plugin searches on one thread
+    for this reason (opensearch-project/k-NN#965). Measured here (BENCHMARKS.md, index section):
+    single queries on 100k flat vectors, p50 13.9 ms on one thread against 65.8 ms on two.
+    """
+    return 1 if n_queries <= SINGLE_THREAD_MAX_QUERIES else max(1, available)

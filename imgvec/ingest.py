@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -176,7 +176,10 @@ class _Batches:
                 self._commit(ready)
                 advance(len(ready))
 
-    def _prepare(self, item: _Prepared) -> _Prepared:
+    def _prepare(self, pending: _Prepared) -> _Prepared:
+        """Read, hash, decode and preprocess a file into a new record: the list of every pending
+        file must not keep each picture and tensor alive once its batch is committed."""
+        item = replace(pending)
         try:
             data = read_file(item.found.path)
             item.content_hash = files.sha256_bytes(data)

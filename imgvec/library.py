@@ -341,7 +341,8 @@ class Library:
     ) -> Callable[[bytes], tuple[Picture, Tensor]]:
         """Image bytes -> (picture, input tensor) for a model (the active one by default), without
         loading the model (see :func:`imgvec.embed.prepare`)."""
-        from imgvec.embed import prepare
+        with self.stopwatch("import torch"):  # the first time: seconds, often more than the model
+            from imgvec.embed import prepare
 
         prep = get_spec((row or self.active_model_row()).name).preprocess
         return functools.partial(prepare, prep=prep)

@@ -9,7 +9,7 @@ vectors are all still stored embeds nothing.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from imgvec import store
@@ -60,7 +60,8 @@ def use_model(library: Library, row: EmbeddingModel, batch_size: int) -> SwitchR
         report.already = store.count_vectors(session, row.id)
     prepare_input = library.preparer(row)
 
-    def prepare(item: _Todo) -> _Todo:
+    def prepare(todo: _Todo) -> _Todo:
+        item = replace(todo)  # a new record: the to-do list must not keep every tensor alive
         try:
             data = read_file(item.path)
             item.content_hash = sha256_bytes(data)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from imgvec import ingest
 from imgvec.embed import Embedder
 from imgvec.library import Library
 from tests.conftest import FAKE_ARGS, make_image, set_mtime
@@ -67,7 +70,8 @@ def test_many_query_images_are_embedded_in_batches_and_answered_in_order(
     assert all(a["vector"] == "embedded" for i, a in enumerate(answers) if i != 17)
     assert batch_sizes == [31, 9]  # 32 per batch, less the unreadable one
     timings = result.stderr.split("timings (s): ")[1].split()
-    assert [t.split("=")[0] for t in timings] == ["model_load", "embed", "index_load", "search"]
+    stages = ["import_torch", "model_load", "embed", "index_load", "search"]
+    assert [t.split("=")[0] for t in timings] == stages
 
 
 def test_table_output_lists_paths_and_scores(imgvec, photos: Path) -> None:
@@ -335,3 +339,26 @@ def test_python_api_does_what_the_cli_does(photos: Path, tmp_path: Path) -> None
         assert result.hits[0].path == str(photos / "sub" / "p4.png")
         assert lib.remove([photos / "sub"]).removed == 2
         assert lib.status().images == 4
+
+
+def test_add_streams_only_two_batches_of_pictures_are_alive_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "many"
+    for number in range(100):
+        make_image(folder / f"{number:03}.png", seed=number)
+    alive: list[int] = []
+    real = ingest.embed_new_contents
+
+    def counting(*args: Any, **kwargs: Any) -> dict[str, bytes]:
+        gc.collect()
+        prepared = [o for o in gc.get_objects() if type(o) is ingest._Prepared]
+        alive.append(sum(o.tensor is not None or o.picture is not None for o in prepared))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "embed_new_contents", counting)
+    with Library.open(tmp_path / "lib") as lib:
+        report = lib.add([folder], model="fake", weights="none", batch_size=10)
+
+    assert report.added == 100 and len(alive) == 10
+    assert max(alive) <= 20  # the batch being embedded and the next one being prepared

@@ -207,3 +207,31 @@ def test_fold_removes_dead_ids_and_adds_new_vectors(kind: str) -> None:
 def test_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown index kind"):
         faiss_index.build(np.arange(3), clustered(3), "hnsw")
+
+
+def test_a_handful_of_queries_search_on_one_thread_batches_on_all() -> None:
+    assert index_rules.search_threads(1, 8) == 1
+    assert index_rules.search_threads(index_rules.SINGLE_THREAD_MAX_QUERIES, 8) == 1
+    assert index_rules.search_threads(index_rules.SINGLE_THREAD_MAX_QUERIES + 1, 8) == 8
+    assert index_rules.search_threads(100, 0) == 1
+
+
+def test_search_gives_faiss_its_threads_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import faiss
+
+    vectors = np.eye(8, dtype=np.float32)
+    segment = faiss_index.Segment(faiss_index.build(np.arange(8), vectors, "flat").index, "flat")
+    used: list[int] = []
+    real_search = segment.index.search
+
+    def spy(*args: object, **kwargs: object) -> object:
+        used.append(faiss.omp_get_max_threads())
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(segment.index, "search", spy)
+    before = faiss.omp_get_max_threads()
+    faiss_index.search([segment], vectors[:1], 3)
+    faiss_index.search([segment], np.repeat(vectors, 3, axis=0), 3)
+
+    assert used == [1, index_rules.search_threads(24, before)]
+    assert faiss.omp_get_max_threads() == before
