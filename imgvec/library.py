@@ -544,9 +544,8 @@ class Library:
         is decoded; a file that cannot be read gets its error and no vector."""
         if not positions:
             return {}
+        prepare = self.preparer(model)  # imports torch (timed)
         import torch
-
-        prepare = self.preparer(model)
 
         def load(position: int) -> tuple[int, Tensor | str]:
             try:
