@@ -54,10 +54,10 @@ def keep_freed_memory() -> bool:
     """Tell glibc malloc to reuse freed memory instead of returning it to the kernel.
 
     By default every batch's large activation buffers are mmap'd and unmapped again, so each
-    batch page-faults all of them back in (10k-30k minor faults per image): that halves the speed
-    of the small models on CPU (BENCHMARKS.md, allocator check). The cost is that the process
-    keeps its peak heap size. Once per process; a no-op (False) outside glibc, or when the
-    environment variable ``IMGVEC_KEEP_FREED_MEMORY`` is ``0``.
+    batch page-faults all of them back in (10k-30k minor faults per image): that costs the
+    small models on CPU up to half their speed (BENCHMARKS.md, allocator check). The price is
+    that the process keeps its peak heap size. Once per process; a no-op (False) outside glibc,
+    or when the environment variable ``IMGVEC_KEEP_FREED_MEMORY`` is ``0``.
     """
     if platform.libc_ver()[0] != "glibc" or os.environ.get("IMGVEC_KEEP_FREED_MEMORY") == "0":
         return False
