@@ -40,6 +40,7 @@ from benchmarks.bench_models import (
     _time_calls,
     forward_throughput,
     offline_weights,
+    prepare_photo,
     read_groundtruth,
     wait_for_quiet,
 )
@@ -98,21 +99,15 @@ def make_large_jpegs(sources: Sequence[Path], folder: Path) -> list[Path]:
 def prepare_throughput(paths: Sequence[Path], model: str) -> float:
     """Images/s of what ``add`` does per photo besides the model (read, hash, decode at reduced
     size, preprocess) on ``add``'s worker threads, with nothing else running."""
-    from imgvec.embed import prepare
     from imgvec.embedders.registry import get_spec
-    from imgvec.files import sha256_bytes
-    from imgvec.images import read_file
-    from imgvec.pipeline import MAX_WORKERS
+    from imgvec.pipeline import worker_count
 
     prep = get_spec(model).preprocess
 
     def one(path: Path) -> None:
-        data = read_file(str(path))
-        sha256_bytes(data)
-        prepare(data, prep)
+        prepare_photo(path, prep)
 
-    workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(worker_count()) as pool:
         list(pool.map(one, paths[:4]))  # warm-up
         started = time.perf_counter()
         list(pool.map(one, paths))

@@ -169,9 +169,6 @@ class Embedder:
         model = fold_batchnorm(build_model(spec, self.layer, weights))
         self.model = model.to(self.device, memory_format=self.memory_format)
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return preprocess_image(image, self.spec.preprocess)
-
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
         with (
             torch.inference_mode(),
@@ -188,4 +185,5 @@ class Embedder:
         return vectors
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.embed_tensors(torch.stack([self.preprocess(image) for image in images]))
+        prep = self.spec.preprocess
+        return self.embed_tensors(torch.stack([preprocess_image(image, prep) for image in images]))

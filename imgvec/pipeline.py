@@ -14,6 +14,11 @@ Prepared = TypeVar("Prepared")
 MAX_WORKERS = 4
 
 
+def worker_count() -> int:
+    """Decode threads: one per core, at most :data:`MAX_WORKERS`."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
 def prefetched_batches(
     items: Sequence[Item], prepare: Callable[[Item], Prepared], batch_size: int
 ) -> Iterator[list[Prepared]]:
@@ -21,8 +26,7 @@ def prefetched_batches(
     if not items:
         return
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-    workers = max(1, min(MAX_WORKERS, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers, thread_name_prefix="imgvec-decode") as pool:
+    with ThreadPoolExecutor(worker_count(), thread_name_prefix="imgvec-decode") as pool:
 
         def submit(batch: Sequence[Item]) -> list[Future[Prepared]]:
             return [pool.submit(prepare, item) for item in batch]
