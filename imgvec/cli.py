@@ -9,7 +9,10 @@ from __future__ import annotations
 import csv
 import gc
 import json
+import os
 import sys
+import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -29,9 +32,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from imgvec.embedders.registry import PRECISIONS
-from imgvec.errors import ImgvecError
+from imgvec.errors import ImgvecError, cannot_write, storage_problem
 from imgvec.library import DEFAULT_K, DEFAULT_MODEL, Library
 
 EXIT_FAILED_INPUTS = 1
@@ -116,11 +120,30 @@ def display(path: str) -> str:
     )
 
 
+class PlainTable(Table):
+    """A Rich table whose title, headers and cells are printed as they are: paths and database
+    values are untrusted text, and Rich would read ``[old]`` or ``[/]`` in them as markup."""
+
+    def __init__(self, *headers: str, title: str | None = None, **options: Any) -> None:
+        super().__init__(title=None if title is None else Text(display(title)), box=None, **options)
+        for header in headers:
+            self.add_column(header)
+
+    def add_column(self, header: Any = "", *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(Text(display(str(header))), *args, **kwargs)
+
+    def add_row(self, *values: Any, **kwargs: Any) -> None:
+        cells = [Text(display("" if value is None else str(value))) for value in values]
+        super().add_row(*cells, **kwargs)
+
+
 class ConsoleReporter:
     """Progress bars and notices on stderr, so stdout carries only results."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
         self.quiet = quiet
+        self.verbose = verbose
         self._progress: Progress | None = None
 
     def _print(self, text: str, style: str | None = None) -> None:
@@ -132,7 +155,11 @@ class ConsoleReporter:
             self._print(message, "dim")
 
     def file_error(self, path: str, reason: str) -> None:
-        self._print(f"error: {display(path)}: {reason}", "red")
+        self._print(f"error: {display(path)}: {display(reason)}", "red")
+
+    def file_ignored(self, path: str, reason: str) -> None:
+        if self.verbose:
+            self._print(f"ignored: {display(path)}: {reason}", "dim")
 
     def progress(self, description: str, total: int) -> Callable[[int], None]:
         self._progress = Progress(
@@ -170,9 +197,12 @@ def open_library(
     *,
     create: bool = True,
     quiet: bool = False,
+    verbose: bool = False,
     precision: str = "auto",
 ) -> Iterator[Library]:
-    reporter = ConsoleReporter(quiet=quiet)
+    """The library, with every way a command can stop turned into one line and an exit code:
+    user errors and full or read-only storage exit 2, Ctrl-C 130."""
+    reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
     try:
         with Library.open(library, db, reporter=reporter, create=create) as lib:
             lib.precision = precision
@@ -183,6 +213,12 @@ def open_library(
     except KeyboardInterrupt:
         reporter.done()
         fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as error:
+        problem = storage_problem(error)
+        if problem is None:
+            raise
+        reporter.done()
+        fail(cannot_write(problem))
 
 
 def print_json(data: Any) -> None:
@@ -223,26 +259,42 @@ def add(
         int, typer.Option(min=1, help="Images per model call and per database commit.")
     ] = 32,
     precision: PrecisionOption = Precision.auto,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Also remove the images of folders that are now empty or missing (without it "
+            "they are kept: that is what a drive that is not mounted looks like).",
+        ),
+    ] = False,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notices.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also list ignored files (not images, hidden) on stderr."
+        ),
+    ] = False,
 ) -> None:
     """Add images: new files are embedded, unchanged ones skipped, moved ones keep their vector.
 
-    Files that vanished from a folder being added are removed from the library. Unreadable files
-    are reported one per line and recorded; the rest is added. Safe to interrupt: run it again to
-    continue.
+    Files deleted from a folder being added are removed from the library; a folder that cannot
+    be read, or that is now empty or missing, keeps its images (and is reported). Unreadable
+    files are reported one per line and recorded, and tried again next time; the rest is added.
+    Files that are not images are counted as ignored. Safe to interrupt: run it again to continue.
 
     Example: imgvec add ~/Pictures --model mobilenet_v2
     """
-    with open_library(library, db, quiet=quiet, precision=precision.value) as lib:
+    with open_library(library, db, quiet=quiet, verbose=verbose, precision=precision.value) as lib:
         report = lib.add(
             [str(p) for p in paths],
             model=model,
             weights=weights,
             layer=layer,
             batch_size=batch_size,
+            prune=prune,
         )
     if json_output:
         print_json(report.to_json())
@@ -361,12 +413,12 @@ def query(
         for result in results:
             if result.error:
                 continue
-            table = Table(title=display(result.query), title_justify="left", box=None)
+            table = PlainTable(title=result.query, title_justify="left")
             table.add_column("#", justify="right")
             table.add_column("score", justify="right")
-            table.add_column("path", overflow="fold")
+            table.add_column("path")
             for rank, hit in enumerate(result.hits, 1):
-                table.add_row(str(rank), f"{hit.score:.4f}", display(hit.path))
+                table.add_row(rank, f"{hit.score:.4f}", hit.path)
             out.print(table)
     if any(r.error for r in results):
         raise typer.Exit(EXIT_FAILED_INPUTS)
@@ -439,11 +491,9 @@ def sql(
         writer.writerow(result.columns)
         writer.writerows(result.rows)
     else:
-        table = Table(box=None)
-        for column in result.columns:
-            table.add_column(column, overflow="fold")
+        table = PlainTable(*result.columns)
         for row in result.rows:
-            table.add_row(*("" if value is None else str(value) for value in row))
+            table.add_row(*row)
         out.print(table)
 
 
@@ -469,9 +519,7 @@ def backfill(
 
 def print_rows(rows: list[tuple[str, ...]]) -> None:
     """The first row is the header."""
-    table = Table(box=None)
-    for column in rows[0]:
-        table.add_column(column, overflow="fold")
+    table = PlainTable(*rows[0])
     for row in rows[1:]:
         table.add_row(*row)
     out.print(table)
@@ -754,9 +802,7 @@ def model_list(
     if json_output:
         print_json([asdict(s) for s in statuses])
         return
-    table = Table(box=None)
-    for column in ("", "model", "weights", "dim", "vectors", "complete", "index"):
-        table.add_column(column)
+    table = PlainTable("", "model", "weights", "dim", "vectors", "complete", "index")
     for s in statuses:
         table.add_row(
             "*" if s.active else "",
@@ -928,18 +974,9 @@ def index_list(
     if json_output:
         print_json([asdict(v) for v in versions])
         return
-    table = Table(box=None)
-    for column in (
-        "version",
-        "status",
-        "made by",
-        "kind",
-        "vectors",
-        "segments",
-        "recall@10",
-        "created",
-    ):
-        table.add_column(column)
+    table = PlainTable(
+        "version", "status", "made by", "kind", "vectors", "segments", "recall@10", "created"
+    )
     for v in versions:
         table.add_row(
             str(v.id),
@@ -1103,9 +1140,7 @@ def models(json_output: JsonOption = False) -> None:
             ]
         )
         return
-    table = Table(box=None)
-    for column in ("model", "layer", "dim", "description"):
-        table.add_column(column)
+    table = PlainTable("model", "layer", "dim", "description")
     for spec in specs.values():
         for name, layer in spec.layers.items():
             default = " (default)" if name == spec.default_layer else ""
@@ -1119,10 +1154,57 @@ def models(json_output: JsonOption = False) -> None:
     out.print("* the default model", markup=False)
 
 
+@contextmanager
+def own_terminal() -> Iterator[None]:
+    """Only imgvec's lines reach stderr: C libraries (libtiff, libjpeg, ...) write their
+    diagnostics to file descriptor 2 directly, and Python warnings from the libraries below
+    would follow. Both go to an unnamed temporary file instead, while ``sys.stderr`` (and so
+    every line imgvec prints, and any traceback) keeps the real stderr. ``IMGVEC_DEBUG=1``
+    shows what was held back, at the end."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # no real stderr (an embedding host)
+        yield
+        return
+    original = sys.stderr
+    showwarning = warnings.showwarning
+    with tempfile.TemporaryFile() as held:
+
+        def hold_warning(
+            message: Any,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: Any = None,
+            line: str | None = None,
+        ) -> None:
+            held.write(warnings.formatwarning(message, category, filename, lineno, line).encode())
+
+        os.dup2(held.fileno(), 2)
+        sys.stderr = os.fdopen(
+            os.dup(saved), "w", buffering=1, encoding=original.encoding, errors="backslashreplace"
+        )
+        warnings.showwarning = hold_warning
+        try:
+            yield
+        finally:
+            warnings.showwarning = showwarning
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sys.stderr.close()
+            sys.stderr = original
+            if os.environ.get("IMGVEC_DEBUG") == "1" and held.tell():
+                held.seek(0)
+                original.write("held back from stderr:\n" + held.read().decode(errors="replace"))
+
+
 def main() -> None:
     """The ``imgvec`` command."""
     try:
-        app()
+        with own_terminal():
+            app()
     finally:
         # Exit without the interpreter collecting torch's many objects one by one: about 1 s
         # of every command that ran a model. The operating system frees them at once.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -19,13 +21,27 @@ from imgvec.errors import ImgvecError
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
 
-def make_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL (readers never block the writer), foreign keys and a busy wait."""
+def make_engine(url: str, read_only: bool = False, frozen: bool = False) -> Engine:
+    """An engine; SQLite gets WAL (readers never block the writer), foreign keys and a busy wait.
+
+    ``read_only`` opens a SQLite file that cannot be written (a backup, a read-only mount, a full
+    disk): ``mode=ro``, or ``immutable=1`` where WAL's ``-shm`` file cannot be made either (its
+    folder is read-only, or ``frozen``: the disk is full) and no ``-wal`` file holds commits
+    (SQLite's URI filenames; https://www.sqlite.org/wal.html#readonly).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    database = parsed.database
+    if read_only and database and database != ":memory:":
+        folder = os.path.dirname(os.path.abspath(database))
+        wal = database + "-wal"
+        settled = not os.path.exists(wal) or os.path.getsize(wal) == 0
+        frozen = settled and (frozen or not os.access(folder, os.W_OK))
+        flag = "immutable=1" if frozen else "mode=ro"
+        url = f"sqlite:///file:{quote(os.path.abspath(database))}?{flag}&uri=true"
+    elif database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
 
     @event.listens_for(engine, "connect")
@@ -33,10 +49,19 @@ def make_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
 
     return engine
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
 
 
 @contextmanager
@@ -75,8 +100,11 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade_schema(engine: Engine, notify: Callable[[str], None] = lambda _msg: None) -> None:
-    """Upgrade the schema to head if needed, saying so through ``notify``."""
+def upgrade_schema(
+    engine: Engine, notify: Callable[[str], None] = lambda _msg: None, read_only: bool = False
+) -> None:
+    """Upgrade the schema to head if needed, saying so through ``notify``. A ``read_only``
+    database that needs an upgrade raises :class:`ImgvecError`."""
     url = engine.url.render_as_string(hide_password=False)
     config = alembic_config(url)
     head = head_revision(config)
@@ -88,6 +116,11 @@ def upgrade_schema(engine: Engine, notify: Callable[[str], None] = lambda _msg: 
         raise ImgvecError(
             f"the library's schema revision {current} is newer than this imgvec knows; "
             "upgrade imgvec"
+        )
+    if read_only:
+        raise ImgvecError(
+            "the library was made by an older imgvec and is read-only here; its schema must be "
+            "upgraded once by a command with write access (imgvec status)"
         )
     with migration_connection(engine) as connection:
         config.attributes["connection"] = connection

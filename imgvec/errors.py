@@ -19,3 +19,45 @@ class LibraryLocked(ImgvecError):
 
 class ImageError(ImgvecError):
     """An image file could not be used; the message is the reason."""
+
+
+class StorageError(ImgvecError):
+    """The library's storage refused a write: disk full, read-only, I/O error. Nothing
+    committed is lost; the command stops."""
+
+
+_STORAGE_ERRNOS = {28: "no space left on device", 122: "disk quota exceeded", 30: "read-only"}
+_STORAGE_MESSAGES = (
+    "database or disk is full",
+    "no space left on device",
+    "attempt to write a readonly database",
+    "disk i/o error",
+)
+
+
+def cannot_write(problem: str) -> str:
+    """The message for a write the storage refused (``problem``: from :func:`storage_problem`)."""
+    return (
+        f"cannot write to the library ({problem}); what was committed is kept: free some space "
+        "(or make it writable) and run the command again"
+    )
+
+
+def storage_problem(error: BaseException) -> str | None:
+    """A one-line description when ``error`` says the library's storage cannot be written
+    (SQLite's or PostgreSQL's full disk, a read-only file, FAISS's failed write), else None.
+    Errors are matched by errno and by the messages SQLite and FAISS give (sqlite3.c, faiss
+    ``index_write.cpp``)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, StorageError):
+            return str(seen)
+        number = getattr(seen, "errno", None)
+        if isinstance(seen, OSError) and number in _STORAGE_ERRNOS:
+            return f"{_STORAGE_ERRNOS[number]}: {seen.strerror or seen}"
+        text = str(seen).lower()
+        for message in _STORAGE_MESSAGES:
+            if message in text:
+                return message
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None

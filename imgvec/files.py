@@ -1,61 +1,36 @@
-"""Finding image files: walking folders, recognising images by content, hashing."""
+"""Finding image files: walking folders, recognising images, hashing; and telling what is gone.
+
+An image is a file whose extension names a still-image format Pillow can decode (or that imgvec
+reports as unsupported: HEIC), or a file whose first bytes Pillow recognises as one. Nothing is
+decoded here.
+"""
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-# Files with these extensions are always tried (and reported if they turn out to be unreadable);
-# other files are tried only if their first bytes carry an image signature.
-IMAGE_EXTENSIONS = frozenset(
-    [
-        ".jpg",
-        ".jpeg",
-        ".jpe",
-        ".jfif",
-        ".png",
-        ".gif",
-        ".bmp",
-        ".dib",
-        ".tif",
-        ".tiff",
-        ".webp",
-        ".ppm",
-        ".pgm",
-        ".pbm",
-        ".pnm",
-        ".ico",
-        ".tga",
-        ".jp2",
-        ".j2k",
-        ".heic",
-        ".heif",
-        ".avif",
-        ".psd",
-    ]
-)
+UNSUPPORTED_EXTENSIONS = frozenset([".heic", ".heif"])
+"""Photo formats Pillow cannot decode: recognised, so that each file is reported, not ignored."""
 
-# (offset, signature): enough to tell images from everything else without decoding.
-_SIGNATURES: tuple[tuple[int, bytes], ...] = (
-    (0, b"\xff\xd8\xff"),  # JPEG
-    (0, b"\x89PNG\r\n\x1a\n"),
-    (0, b"GIF87a"),
-    (0, b"GIF89a"),
-    (0, b"BM"),
-    (0, b"II*\x00"),  # TIFF little-endian
-    (0, b"MM\x00*"),  # TIFF big-endian
-    (8, b"WEBP"),
+NOT_PHOTOS = frozenset(["MPEG", "EPS"])
+"""Formats Pillow opens that are not still images (video; PostScript documents, which need
+Ghostscript)."""
+
+_UNSUPPORTED_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (4, b"ftypheic"),
     (4, b"ftypheix"),
     (4, b"ftypmif1"),
-    (4, b"ftypavif"),
-    (0, b"\x00\x00\x00\x0cjP  "),  # JPEG 2000
-    (0, b"8BPS"),  # Photoshop
 )
-_SNIFF_BYTES = 16
+_SNIFF_BYTES = 32
+
+GONE_ERRNOS = frozenset([errno.ENOENT, errno.ENOTDIR])
+"""A ``stat`` failing with these says the file is not there; any other error says nothing."""
 
 
 @dataclass(frozen=True)
@@ -67,16 +42,62 @@ class FoundFile:
 
 @dataclass(frozen=True)
 class PathProblem:
+    """A path the walk could not use: a file (reported, the batch goes on) or a whole folder
+    (``folder``: nothing under it was seen, so nothing under it may be taken as deleted)."""
+
+    path: str
+    reason: str
+    folder: bool = False
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A file in a walked folder that is not an image (or is hidden)."""
+
     path: str
     reason: str
 
 
-def has_image_signature(head: bytes) -> bool:
-    return any(head[offset : offset + len(sig)] == sig for offset, sig in _SIGNATURES)
+@functools.cache
+def _pillow_formats() -> tuple[frozenset[str], tuple[object, ...]]:
+    """(extensions, accept functions) of every format Pillow can decode, stubs and
+    :data:`NOT_PHOTOS` left out. Imports every Pillow plugin once (tens of ms)."""
+    from PIL import Image, ImageFile
+
+    Image.init()
+    decodable = {
+        name
+        for name, (factory, _accept) in Image.OPEN.items()
+        if name not in NOT_PHOTOS
+        and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+    }
+    decodable.add("MPO")  # opened by the JPEG plugin, registered for saving only
+    extensions = frozenset(
+        ext for ext, name in Image.registered_extensions().items() if name in decodable
+    )
+    accepts = tuple(
+        accept
+        for name, (_factory, accept) in Image.OPEN.items()
+        if name in decodable and accept is not None
+    )
+    return extensions | UNSUPPORTED_EXTENSIONS, accepts
+
+
+def image_extensions() -> frozenset[str]:
+    """Lower-case extensions, with the dot, of every still-image format imgvec recognises."""
+    return _pillow_formats()[0]
 
 
 def has_image_extension(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(path)[1].lower() in image_extensions()
+
+
+def has_image_signature(head: bytes) -> bool:
+    """True when Pillow recognises ``head`` (a file's first bytes) as a format it decodes."""
+    if any(head[offset : offset + len(sig)] == sig for offset, sig in _UNSUPPORTED_SIGNATURES):
+        return True
+    head = head.ljust(_SNIFF_BYTES, b"\x00")
+    return any(accept(head) for accept in _pillow_formats()[1])  # type: ignore[operator]
 
 
 def looks_like_image(path: str) -> bool:
@@ -102,42 +123,66 @@ def normalize(path: str | os.PathLike[str]) -> str:
 
 def walk(
     roots: Iterable[str], *, known: set[str] | frozenset[str] = frozenset()
-) -> Iterator[FoundFile | PathProblem]:
-    """Yield the image files under ``roots`` (files or folders), recursively, with their stat.
+) -> Iterator[FoundFile | PathProblem | Ignored]:
+    """Yield the image files under ``roots`` (files or folders), recursively, with their stat;
+    every path once, however often the roots name it.
 
     A file named directly is always yielded, so that its problems get reported. Inside folders,
-    paths in ``known`` skip content sniffing: they are images already. Hidden folders are skipped.
+    paths in ``known`` skip content sniffing: they are images already. Hidden files and folders
+    are skipped, and symlinked folders are not followed (a file under them that the library holds
+    is found by :func:`absence` instead). A folder that cannot be listed is a
+    :class:`PathProblem` with ``folder=True``.
     """
-    for root in roots:
+    yielded: set[str] = set()
+    for root in dict.fromkeys(roots):
         if os.path.isdir(root):
-            yield from _walk_dir(root, known)
+            items: Iterable[FoundFile | PathProblem | Ignored] = _walk_dir(root, known)
         elif os.path.lexists(root):
-            yield _stat(root)
+            items = [_stat(root)]
         else:
-            yield PathProblem(root, "no such file or directory")
+            items = [PathProblem(root, "no such file or directory")]
+        for item in items:
+            if item.path not in yielded:
+                yielded.add(item.path)
+                yield item
 
 
-def _walk_dir(root: str, known: set[str] | frozenset[str]) -> Iterator[FoundFile | PathProblem]:
+def _walk_dir(
+    root: str, known: set[str] | frozenset[str]
+) -> Iterator[FoundFile | PathProblem | Ignored]:
     problems: list[PathProblem] = []
 
     def on_error(error: OSError) -> None:
-        problems.append(PathProblem(error.filename or root, error.strerror or str(error)))
+        reason = error.strerror or str(error)
+        problems.append(PathProblem(error.filename or root, f"cannot list folder: {reason}", True))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
+        yield from problems
+        problems.clear()
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
-            if name.startswith(".") or not (path in known or looks_like_image(path)):
-                continue
-            yield _stat(path)
-        yield from problems
-        problems.clear()
+            if name.startswith("."):
+                yield Ignored(path, "hidden")
+            elif path in known or looks_like_image(path):
+                yield _stat(path)
+            else:
+                yield Ignored(path, "not an image")
+    yield from problems  # os.walk reports a folder's error only when it moves on
 
 
-def _stat(path: str) -> FoundFile | PathProblem:
+def is_utf8(path: str) -> bool:
+    """Whether a path (as Python decodes file names) can be stored as text: names that are not
+    valid UTF-8 carry surrogate escapes, which no database column accepts."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _stat(path: str) -> FoundFile | PathProblem:
+    if not is_utf8(path):
         return PathProblem(path, "file name is not valid UTF-8 (rename the file to add it)")
     try:
         info = os.stat(path)
@@ -146,6 +191,56 @@ def _stat(path: str) -> FoundFile | PathProblem:
     if not stat.S_ISREG(info.st_mode):
         return PathProblem(path, "not a regular file")
     return FoundFile(path, info.st_size, info.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Absence:
+    """What a path the walk did not yield says about itself (see :func:`absence`)."""
+
+    found: FoundFile | None = None
+    """The file is there after all (hidden, under a symlinked folder, named earlier)."""
+    gone: bool = False
+    """Positively gone: its own ``stat`` says so, and its folder is not an emptied one."""
+    emptied: str | None = None
+    """The missing or empty folder (an unmounted drive?) that hides it: kept without prune."""
+    reason: str | None = None
+    """Why nothing can be said (an access error, a name too long): kept, retried next time."""
+
+
+def absence(path: str, roots: Sequence[str]) -> Absence:
+    """Classify a library path that a walk of ``roots`` did not yield. Only an ENOENT/ENOTDIR
+    from the file's own ``stat`` makes it gone, and only if the nearest folder above it that
+    exists still has entries: a folder that reads as empty, or a root that is missing, is what an
+    unmounted drive looks like (the folder and root are returned in ``emptied``)."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        if error.errno not in GONE_ERRNOS:
+            return Absence(reason=error.strerror or str(error))
+    else:
+        if stat.S_ISREG(info.st_mode):
+            return Absence(found=FoundFile(path, info.st_size, info.st_mtime_ns))
+        return Absence(reason="not a regular file")
+    folder = os.path.dirname(path)
+    while not os.path.isdir(folder):
+        if folder in roots or os.path.dirname(folder) == folder:
+            return Absence(emptied=folder)
+        folder = os.path.dirname(folder)
+    try:
+        with os.scandir(folder) as entries:
+            empty = next(entries, None) is None
+    except OSError as error:
+        return Absence(reason=error.strerror or str(error))
+    return Absence(emptied=folder) if empty else Absence(gone=True)
+
+
+def is_gone(path: str) -> bool:
+    """True only when ``stat`` says there is no such file (an access error is not absence)."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        return error.errno in GONE_ERRNOS
+    return False
 
 
 def sha256_bytes(data: bytes) -> str:

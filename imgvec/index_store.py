@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,15 +25,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from imgvec import faiss_index, index_rules, recall, store
-from imgvec.atomic import TEMP_PREFIX
+from imgvec import faiss_index, index_files, index_rules, recall, store
 from imgvec.errors import ImgvecError
 from imgvec.files import sha256_file
+from imgvec.index_files import INDEX_DIR
 from imgvec.schema import EmbeddingModel, IndexSegment, IndexVersion
 
-INDEX_DIR = "index"
-OUR_FILE = re.compile(r"m\d+-(base|delta)-[0-9a-f]{12}\.faiss|model\d+-g\d+-[0-9a-f]{8}\.faiss")
-"""Names imgvec gives index files (the second: revision 0001's single artifacts)."""
 AUTO_KEEP_RETIRED = 2
 """Retired versions kept after each update (``imgvec index gc --keep`` trims further)."""
 
@@ -324,15 +320,7 @@ class IndexStore:
         """Delete temporary files and segment files no row names (left by a crashed writer)."""
         with self.sessions() as session:
             known = store.segment_paths(session)
-        removed = freed = 0
-        for path in _index_files(self.root):
-            relative = f"{INDEX_DIR}/{path.name}"
-            ours = path.name.startswith(TEMP_PREFIX) or OUR_FILE.fullmatch(path.name)
-            if ours and relative not in known:
-                freed += path.stat().st_size
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed, freed
+        return index_files.remove_orphans(self.root, known)
 
     def _write_segment(self, index: Any, role: str, n_vectors: int, seq: int) -> IndexSegment:
         relative = f"{INDEX_DIR}/m{self.model.id}-{role}-{uuid.uuid4().hex[:12]}.faiss"
@@ -527,11 +515,11 @@ class IndexStore:
                 f"would be returned (e.g. ids {sorted(dead)[:5]})"
             )
         report.live_vectors = len(indexed)
-        for path in _index_files(self.root):
-            relative = f"{INDEX_DIR}/{path.name}"
+        for path in index_files.index_files(self.root):
+            relative = index_files.relative(path)
             if relative in known:
                 continue
-            if path.name.startswith(TEMP_PREFIX) or OUR_FILE.fullmatch(path.name):
+            if index_files.is_ours(path):
                 if not writer_active:
                     report.leftovers.append(relative)
                 continue
@@ -541,8 +529,3 @@ class IndexStore:
 
 def _params(version: IndexVersion) -> dict[str, Any]:
     return json.loads(version.params)
-
-
-def _index_files(root: Path) -> list[Path]:
-    directory = root / INDEX_DIR
-    return sorted(p for p in directory.iterdir() if p.is_file()) if directory.is_dir() else []

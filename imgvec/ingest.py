@@ -5,7 +5,13 @@ Decisions per file, cheapest first:
 - same content hash as before: unchanged (the stat is refreshed);
 - content already embedded elsewhere: the vector is reused (a moved file keeps its row);
 - otherwise: decoded and embedded.
-Work is committed in batches, so an interrupted run keeps every finished batch.
+
+A row is removed only for a file known to be gone: its own ``stat`` says it does not exist, and
+the folder above it is not one that now reads as empty (an unmounted drive looks like that:
+``prune`` removes those too). A folder that cannot be listed, and a file that cannot be read,
+keep what the library holds of them, are reported, and are tried again next time.
+Work is committed in batches, so an interrupted run keeps every finished batch; a file whose row
+cannot be written fails alone.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from imgvec import files, store
-from imgvec.errors import ImageError
-from imgvec.images import Picture, read_file
+from imgvec.errors import storage_problem
+from imgvec.images import Picture
 from imgvec.metadata import METADATA_COLUMNS
-from imgvec.pipeline import prefetched_batches
+from imgvec.pipeline import Loaded, load_file, prefetched_batches
 from imgvec.reporting import progress
 from imgvec.schema import Image, utcnow
 
@@ -49,6 +55,11 @@ class AddReport:
     unchanged: int = 0
     removed: int = 0
     failed: int = 0
+    ignored: int = 0
+    """Files in the folders that are not images (or are hidden); ``--verbose`` lists them."""
+    kept: int = 0
+    """Library images that could not be checked (unreadable or emptied folder): left as they
+    were, not removed."""
     errors: list[FileError] = field(default_factory=list)
     known_failures: int = 0
     """Unchanged files that earlier runs could not read (counted in ``unchanged``)."""
@@ -60,8 +71,11 @@ class AddReport:
     def summary(self) -> str:
         text = (
             f"added {self.added}, updated {self.updated}, moved {self.moved}, "
-            f"unchanged {self.unchanged}, removed {self.removed}, failed {self.failed}"
+            f"unchanged {self.unchanged}, removed {self.removed}, failed {self.failed}, "
+            f"ignored {self.ignored}"
         )
+        if self.kept:
+            text += f", kept {self.kept} not seen"
         if self.known_failures:
             text += f" ({self.known_failures} unchanged files still unreadable: imgvec status)"
         return text
@@ -71,18 +85,18 @@ class AddReport:
 class _Prepared:
     found: files.FoundFile
     known: store.KnownImage | None
-    content_hash: str | None = None
-    picture: Picture | None = None
-    tensor: torch.Tensor | None = None
-    error: str | None = None
+    loaded: Loaded = field(default_factory=Loaded)
 
 
 def add_paths(
-    library: Library, roots: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE
+    library: Library,
+    roots: Sequence[str],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    prune: bool = False,
 ) -> AddReport:
     report = AddReport()
     reporter = library.reporter
-    roots = [files.normalize(root) for root in roots]
+    roots = list(dict.fromkeys(files.normalize(root) for root in roots))
     model = library.active_model_row()
     with library.session() as session:
         known = store.known_images(session, roots, model.id)
@@ -90,34 +104,60 @@ def add_paths(
 
     pending: list[_Prepared] = []
     seen: set[str] = set()
-    for item in files.walk(roots, known=known.keys()):
-        if isinstance(item, files.PathProblem):
-            _fail(report, reporter, item.path, item.reason)
-            continue
+    problems: list[files.PathProblem] = []
+
+    def consider(item: files.FoundFile) -> None:
         seen.add(item.path)
         row = known.get(item.path)
         if (
             row
             and row.size == item.size
             and row.mtime_ns == item.mtime_ns
-            and (row.error is not None or row.has_vector)
+            and ((row.error is not None and not is_access_error(row.error)) or row.has_vector)
         ):
             report.unchanged += 1
             report.known_failures += row.error is not None
         else:
             pending.append(_Prepared(item, row))
 
+    for item in files.walk(roots, known=known.keys()):
+        if isinstance(item, files.Ignored):
+            report.ignored += 1
+            reporter.file_ignored(item.path, item.reason)
+        elif isinstance(item, files.PathProblem):
+            seen.add(item.path)
+            problems.append(item)
+        else:
+            consider(item)
+    vanished = _classify_unseen(
+        [row for path, row in known.items() if path not in seen], roots, problems, consider
+    )
+    for problem in problems:
+        if problem.path in vanished.emptied and not prune:
+            continue  # reported with its count below
+        _fail(report, reporter, problem.path, problem.reason)
+    for folder, ids in vanished.emptied.items():
+        if prune:
+            vanished.gone.extend(ids)
+            continue
+        report.kept += len(ids)
+        state = "missing" if not os.path.isdir(folder) else "empty"
+        _fail(
+            report,
+            reporter,
+            folder,
+            f"folder is {state} but holds {len(ids)} library images (a drive not mounted?); "
+            "kept them: to remove them, imgvec add --prune or imgvec remove",
+        )
+    report.kept += vanished.kept
+
     ingest = _Batches(library, model.id, reusable, seen, report)
     try:
         ingest.run(pending, batch_size)
-        vanished = [
-            row.id
-            for path, row in known.items()
-            if path not in seen and row.id not in ingest.claimed
-        ]
-        if vanished:
+        gone = [i for i in vanished.gone if i not in ingest.claimed]
+        if gone:
             with library.session() as session, session.begin():
-                report.removed = store.delete_images(session, vanished)
+                report.removed = store.delete_images(session, gone)
             reporter.notice(f"Removed {report.removed} files that are gone from disk")
     except KeyboardInterrupt:
         report.interrupted = True
@@ -125,6 +165,50 @@ def add_paths(
     if not library.index_is_current(model):  # a no-op add does not even import FAISS
         library.index(model).update()
     return report
+
+
+ACCESS_ERROR = "cannot read file"
+"""How the reason of a file that could not be read starts (see ``images.read_file``)."""
+
+
+def is_access_error(reason: str) -> bool:
+    """A stored failure that says nothing of the content: tried again on every run."""
+    return reason.startswith(ACCESS_ERROR)
+
+
+@dataclass
+class _Unseen:
+    gone: list[int] = field(default_factory=list)
+    emptied: dict[str, list[int]] = field(default_factory=dict)
+    kept: int = 0
+
+
+def _classify_unseen(
+    rows: list[store.KnownImage],
+    roots: list[str],
+    problems: list[files.PathProblem],
+    consider: Callable[[files.FoundFile], None],
+) -> _Unseen:
+    """Sort the library rows the walk did not meet: found after all (handed to ``consider``),
+    gone, hidden by an emptied folder, or unknowable (kept; reported once per problem folder,
+    else once per file)."""
+    result = _Unseen()
+    blind = [p.path for p in problems if p.folder]
+    for row in rows:
+        if any(row.path.startswith(folder.rstrip("/") + "/") for folder in blind):
+            result.kept += 1  # its folder is reported already
+            continue
+        absence = files.absence(row.path, roots)
+        if absence.found is not None:
+            consider(absence.found)
+        elif absence.gone:
+            result.gone.append(row.id)
+        elif absence.emptied is not None:
+            result.emptied.setdefault(absence.emptied, []).append(row.id)
+        else:
+            result.kept += 1
+            problems.append(files.PathProblem(row.path, f"{absence.reason}; kept as it was"))
+    return result
 
 
 def embed_new_contents(
@@ -150,6 +234,17 @@ def _fail(report: AddReport, reporter: Any, path: str, reason: str) -> None:
     report.failed += 1
     report.errors.append(FileError(path, reason))
     reporter.file_error(path, reason)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What writing one file did: ``kind`` is an :class:`AddReport` counter."""
+
+    path: str
+    kind: str
+    reason: str | None = None
+    claimed: int | None = None
+    """The row of a moved file, taken over by this one."""
 
 
 class _Batches:
@@ -179,90 +274,115 @@ class _Batches:
     def _prepare(self, pending: _Prepared) -> _Prepared:
         """Read, hash, decode and preprocess a file into a new record: the list of every pending
         file must not keep each picture and tensor alive once its batch is committed."""
-        item = replace(pending)
-        try:
-            data = read_file(item.found.path)
-            item.content_hash = files.sha256_bytes(data)
-            if self._can_skip_decode(item):
-                return item
-            assert self.prepare is not None
-            item.picture, item.tensor = self.prepare(data)
-        except ImageError as error:
-            item.error = str(error)
-        return item
+        assert self.prepare is not None
+        known = pending.known
 
-    def _can_skip_decode(self, item: _Prepared) -> bool:
-        known = item.known
-        same = known is not None and known.content_hash == item.content_hash and known.error is None
-        return (same and known.has_vector) or item.content_hash in self.reusable
+        def skip_decode(content_hash: str) -> bool:
+            same = known is not None and known.content_hash == content_hash
+            return (same and known.has_vector and known.error is None) or (
+                content_hash in self.reusable
+            )
+
+        return replace(pending, loaded=load_file(pending.found.path, self.prepare, skip_decode))
 
     def _commit(self, batch: list[_Prepared]) -> None:
+        """Write the batch in one transaction; if that fails for a reason that is not the
+        storage's (full, read-only), write file by file, so only the culprit fails."""
         vectors = embed_new_contents(
-            self.library.embedder, ((i.content_hash, i.tensor) for i in batch), self.reusable
+            self.library.embedder,
+            ((i.loaded.content_hash, i.loaded.tensor) for i in batch),
+            self.reusable,
         )
-        with self.library.session() as session, session.begin():
+        try:
+            outcomes = self._write(batch, vectors)
+        except Exception as error:
+            if storage_problem(error):
+                raise
+            outcomes = []
             for item in batch:
-                self._apply(session, item, vectors)
+                try:
+                    outcomes += self._write([item], vectors)
+                except Exception as single:
+                    if storage_problem(single):
+                        raise
+                    reason = f"cannot record: {type(single).__name__}: {single}"
+                    outcomes.append(_Outcome(item.found.path, "failed", reason.splitlines()[0]))
+        for outcome in outcomes:
+            if outcome.kind == "failed":
+                assert outcome.reason is not None
+                _fail(self.report, self.library.reporter, outcome.path, outcome.reason)
+            else:
+                setattr(self.report, outcome.kind, getattr(self.report, outcome.kind) + 1)
+            if outcome.claimed is not None:
+                self.claimed.add(outcome.claimed)
         self.reusable.update(vectors)
 
-    def _apply(self, session: Session, item: _Prepared, vectors: dict[str, bytes]) -> None:
+    def _write(self, batch: list[_Prepared], vectors: dict[str, bytes]) -> list[_Outcome]:
+        claimed: set[int] = set()
+        with self.library.session() as session, session.begin():
+            outcomes = [self._apply(session, item, vectors, claimed) for item in batch]
+        return outcomes
+
+    def _apply(
+        self, session: Session, item: _Prepared, vectors: dict[str, bytes], claimed: set[int]
+    ) -> _Outcome:
         """Write one file's outcome (vector writes log themselves in the change log)."""
-        found, known, report = item.found, item.known, self.report
+        found, known, loaded = item.found, item.known, item.loaded
+        path = found.path
         row = session.get(Image, known.id) if known else None
-        if item.error is not None:
-            _fail(report, self.library.reporter, found.path, item.error)
+        if loaded.error is not None:
+            if loaded.access_error and row is not None and row.error is None:
+                return _Outcome(path, "failed", loaded.error)  # keeps its row and vector
             if row is None:
-                row = Image(path=found.path, size=found.size, mtime_ns=found.mtime_ns)
+                row = Image(path=path, size=found.size, mtime_ns=found.mtime_ns)
                 session.add(row)
-            _set_file(row, found, item.content_hash, item.error)
+            _set_file(row, found, loaded.content_hash, loaded.error)
             _set_picture(row, None)
             if known is not None:
                 store.drop_vectors(session, known.id)
-            return
-        assert item.content_hash is not None
+            return _Outcome(path, "failed", loaded.error)
+        content_hash = loaded.content_hash
+        assert content_hash is not None
         if (
             row is not None
             and known is not None
             and known.has_vector
-            and (known.content_hash == item.content_hash and known.error is None)
+            and (known.content_hash == content_hash and known.error is None)
         ):
-            _set_file(row, found, item.content_hash, None)
-            report.unchanged += 1
-            return
-        vector = vectors.get(item.content_hash)
-        donor = None if vector is not None else self._donor(session, item.content_hash)
+            _set_file(row, found, content_hash, None)
+            return _Outcome(path, "unchanged")
+        vector = vectors.get(content_hash)
+        donor = None if vector is not None else self._donor(session, content_hash)
         if donor is not None:
             vector = store.stored_vector(session, donor.id, self.model_id)
         if vector is None:  # only when the donor vanished mid-run; embed it next time
-            _fail(report, self.library.reporter, found.path, "content changed while adding")
-            return
+            return _Outcome(path, "failed", "content changed while adding")
         if row is None and donor is not None:  # known content at a new path: moved or copied
-            moved = self._moved_from(session, item.content_hash)
+            moved = self._moved_from(session, content_hash, claimed)
             if moved is not None:
-                self.claimed.add(moved.id)
-                _set_file(moved, found, item.content_hash, None)
-                report.moved += 1
-                return
+                claimed.add(moved.id)
+                _set_file(moved, found, content_hash, None)
+                return _Outcome(path, "moved", claimed=moved.id)
+        kind = "updated"
         if row is None:
-            row = Image(path=found.path, size=found.size, mtime_ns=found.mtime_ns)
+            row = Image(path=path, size=found.size, mtime_ns=found.mtime_ns)
             session.add(row)
-            report.added += 1
-        else:
-            report.updated += 1
-        _set_file(row, found, item.content_hash, None)
-        _set_picture(row, item.picture or donor)
+            kind = "added"
+        _set_file(row, found, content_hash, None)
+        _set_picture(row, loaded.picture or donor)
         session.flush()
         store.put_vector(session, row.id, self.model_id, vector)
+        return _Outcome(path, kind)
 
     def _donor(self, session: Session, content_hash: str) -> Image | None:
         rows = store.images_with_hash(session, content_hash, self.model_id)
         return rows[0] if rows else None
 
-    def _moved_from(self, session: Session, content_hash: str) -> Image | None:
+    def _moved_from(self, session: Session, content_hash: str, claimed: set[int]) -> Image | None:
         """An image row with this content whose file is gone: the file was moved or renamed."""
         for candidate in store.images_with_hash(session, content_hash, self.model_id):
-            gone = candidate.path not in self.seen and not os.path.exists(candidate.path)
-            if gone and candidate.id not in self.claimed:
+            gone = candidate.path not in self.seen and files.is_gone(candidate.path)
+            if gone and candidate.id not in self.claimed | claimed:
                 return candidate
         return None
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,15 +23,23 @@ from PIL import Image as PILImage
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from imgvec import files, store
+from imgvec import files, index_files, store
 from imgvec.config import LibraryPaths, resolve_paths
-from imgvec.db import make_engine, upgrade_schema
+from imgvec.db import make_engine, sqlite_file, upgrade_schema
 from imgvec.embedders.registry import WeightsChoice, get_spec, resolve_weights
-from imgvec.errors import ImageError, ImgvecError, LibraryLocked, ModelError, WeightsUnavailable
-from imgvec.images import Picture, read_file
+from imgvec.errors import (
+    ImgvecError,
+    LibraryLocked,
+    ModelError,
+    StorageError,
+    WeightsUnavailable,
+    cannot_write,
+    storage_problem,
+)
+from imgvec.images import Picture
 from imgvec.ingest import DEFAULT_BATCH_SIZE, AddReport, FileError, add_paths
-from imgvec.lock import write_lock
-from imgvec.pipeline import prefetched_batches
+from imgvec.lock import no_writer, write_lock
+from imgvec.pipeline import Loaded, load_file, prefetched_batches
 from imgvec.reporting import Reporter, SilentReporter, Stopwatch
 from imgvec.schema import EmbeddingModel, IndexVersion
 
@@ -143,6 +151,12 @@ class Library:
     stay float32. Not part of a model's identity: bf16 and fp32 vectors of an image agree to a
     cosine of 0.99+ and rank alike (BENCHMARKS.md, precision section), so they mix in one index."""
 
+    read_only = False
+    """The library's files cannot be written here (a backup, a read-only mount, a full disk):
+    reading commands work, searching the index as it is; writing ones raise
+    :class:`StorageError`."""
+    read_only_reason: str | None = None
+
     def __init__(self, paths: LibraryPaths, engine: Engine, reporter: Reporter) -> None:
         self.paths = paths
         self.engine = engine
@@ -167,10 +181,25 @@ class Library:
         if not create and paths.uses_default_sqlite and not (paths.root / "imgvec.db").exists():
             raise ImgvecError(f"no library at {paths.root}; add images first: imgvec add PATH")
         reporter = reporter or SilentReporter()
-        paths.root.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(paths.db_url)
-        upgrade_schema(engine, reporter.notice)
-        return cls(paths, engine, reporter)
+        if not paths.root.exists():
+            paths.root.mkdir(parents=True)
+        database = sqlite_file(paths.db_url)
+        read_only = not os.access(paths.root, os.W_OK) or (
+            database is not None and os.path.exists(database) and not os.access(database, os.W_OK)
+        )
+        why = None
+        try:
+            engine = _open_database(paths.db_url, reporter, read_only and database is not None)
+        except Exception as error:
+            # A full disk cannot even hold SQLite's WAL index (-shm): read without it.
+            problem = storage_problem(error)
+            if problem is None or database is None or read_only:
+                raise
+            engine = _open_database(paths.db_url, reporter, True, frozen=True)
+            read_only, why = True, problem
+        lib = cls(paths, engine, reporter)
+        lib.read_only, lib.read_only_reason = read_only, why
+        return lib
 
     def close(self) -> None:
         self.engine.dispose()
@@ -196,7 +225,7 @@ class Library:
         self, model: str | None = None, weights: str | None = None, layer: str | None = None
     ) -> ModelInfo:
         """Fix the library's model; with the model already fixed, check that the request matches."""
-        with write_lock(self.paths.lock_file):
+        with self.writing():
             return ModelInfo.of(self._ensure_model(model, weights, layer))
 
     def _ensure_model(
@@ -385,27 +414,34 @@ class Library:
         weights: str | None = None,
         layer: str | None = None,
         batch_size: int = 32,
+        prune: bool = False,
     ) -> AddReport:
-        """Add files and folders (recursively); :mod:`imgvec.ingest` says what happens to each."""
-        with write_lock(self.paths.lock_file):
+        """Add files and folders (recursively); :mod:`imgvec.ingest` says what happens to each.
+
+        ``prune`` also removes the images of folders that now read as empty or are missing
+        (without it they are kept, since that is what an unmounted drive looks like)."""
+        with self.writing():
             self._ensure_model(model, weights, layer)
-            return add_paths(self, [os.fspath(p) for p in paths], batch_size)
+            return add_paths(self, [os.fspath(p) for p in paths], batch_size, prune)
 
     def remove(self, paths: Sequence[str | os.PathLike[str]]) -> RemoveReport:
         """Remove files, or whole folders, from the library (the files themselves are untouched)."""
         errors: list[FileError] = []
-        with write_lock(self.paths.lock_file):
+        with self.writing():
             with self.session() as session, session.begin():
                 ids: set[int] = set()
                 for path in paths:
-                    found = store.image_ids_under(session, [files.normalize(path)])
+                    normal = files.normalize(path)
+                    storable = files.is_utf8(normal)
+                    found = store.image_ids_under(session, [normal]) if storable else []
                     if not found:
                         errors.append(FileError(os.fspath(path), "not in the library"))
                         self.reporter.file_error(os.fspath(path), "not in the library")
                     ids.update(found)
                 removed = store.delete_images(session, sorted(ids))
-            if removed and self.model() is not None:
-                self.index().update()
+            model = self.model()
+            if model is not None and not self.index_is_current(self.active_model_row()):
+                self.index().update()  # also when a killed run committed the removal
         return RemoveReport(removed, errors)
 
     # --- the index -------------------------------------------------------------------------------
@@ -431,9 +467,23 @@ class Library:
             segments = store.segments_of(session, version.id)
         return all(_file_size(self.paths.root / s.path) == s.size_bytes for s in segments)
 
-    def writing(self) -> AbstractContextManager[None]:
-        """Hold the library's write lock (one writer at a time; readers are never blocked)."""
-        return write_lock(self.paths.lock_file)
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the library's write lock (one writer at a time; readers are never blocked), and
+        first delete what a killed writer left in the index folder. Raises
+        :class:`StorageError` on a read-only library, :class:`LibraryLocked` while another
+        process writes."""
+        if self.read_only and self.read_only_reason is not None:
+            raise StorageError(cannot_write(self.read_only_reason))
+        if self.read_only:
+            raise StorageError(
+                f"the library at {self.paths.root} is read-only here; this command writes to it"
+            )
+        with write_lock(self.paths.lock_file):
+            with self.session() as session:
+                known = store.segment_paths(session)
+            index_files.remove_orphans(self.paths.root, known)
+            yield
 
     def build_index(
         self, kind: str | None = None, nlist: int | None = None, nprobe: int | None = None
@@ -456,11 +506,10 @@ class Library:
             return self.index().gc(keep)
 
     def verify_index(self) -> VerifyReport:
-        try:
-            with self.writing():
-                return self.index().verify()
-        except LibraryLocked:
-            return self.index().verify(writer_active=True)
+        """Check the active index (see :meth:`IndexStore.verify`); writes nothing, so it works on
+        a full disk or a read-only library."""
+        with no_writer(self.paths.lock_file) as alone:
+            return self.index().verify(writer_active=not alone)
 
     def _current_version(self, model: EmbeddingModel) -> IndexVersion:
         """The version to search: caught up first, unless another process is writing."""
@@ -480,6 +529,15 @@ class Library:
             self.reporter.notice(
                 "Another process is updating the library: removals show, "
                 "its newest additions will once it finishes"
+            )
+            return version
+        except Exception as error:
+            problem = storage_problem(error)
+            if problem is None or version is None or not index.intact(version):
+                raise
+            self.reporter.notice(
+                f"The index cannot be brought up to date ({problem}): searching version "
+                f"{version.id}; removals show, the newest additions do not"
             )
             return version
 
@@ -547,21 +605,18 @@ class Library:
         prepare = self.preparer(model)  # imports torch (timed)
         import torch
 
-        def load(position: int) -> tuple[int, Tensor | str]:
-            try:
-                return position, prepare(read_file(results[position].query))[1]
-            except ImageError as error:
-                return position, str(error)
+        def load(position: int) -> tuple[int, Loaded]:
+            return position, load_file(results[position].query, prepare)
 
         vectors: dict[int, np.ndarray] = {}
         for batch in prefetched_batches(positions, load, DEFAULT_BATCH_SIZE):
-            ready = []
-            for position, outcome in batch:
-                if isinstance(outcome, str):
-                    results[position].error = outcome
-                    self.reporter.file_error(results[position].query, outcome)
+            ready: list[tuple[int, Tensor]] = []
+            for position, loaded in batch:
+                if loaded.tensor is None:
+                    results[position].error = loaded.error
+                    self.reporter.file_error(results[position].query, str(loaded.error))
                 else:
-                    ready.append((position, outcome))
+                    ready.append((position, loaded.tensor))
             if ready:
                 embedder = self.embedder(model)
                 with self.stopwatch("embed"):
@@ -620,6 +675,8 @@ class Library:
 
     def _stored_query_vector(self, path: str, model: EmbeddingModel) -> np.ndarray | None:
         """The stored vector of a query image that is in the library and unchanged on disk."""
+        if not files.is_utf8(path):  # never stored: the database holds UTF-8 text
+            return None
         with self.session() as session:
             row = store.image_by_path(session, path)
             if row is None or row.error is not None:
@@ -699,6 +756,17 @@ class Library:
         return Status(
             str(self.paths.root), database, images, failed, self.models(), index, failures
         )
+
+
+def _open_database(url: str, reporter: Reporter, read_only: bool, frozen: bool = False) -> Engine:
+    """An engine whose schema is current (upgraded unless ``read_only``); see ``make_engine``."""
+    engine = make_engine(url, read_only=read_only, frozen=frozen)
+    try:
+        upgrade_schema(engine, reporter.notice, read_only=read_only)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
 def _file_size(path: Path) -> int | None:

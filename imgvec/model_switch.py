@@ -13,11 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from imgvec import store
-from imgvec.errors import ImageError
-from imgvec.files import sha256_bytes
-from imgvec.images import read_file
 from imgvec.ingest import FileError, embed_new_contents
-from imgvec.pipeline import prefetched_batches
+from imgvec.pipeline import load_file, prefetched_batches
 from imgvec.reporting import progress
 from imgvec.schema import EmbeddingModel
 
@@ -61,15 +58,11 @@ def use_model(library: Library, row: EmbeddingModel, batch_size: int) -> SwitchR
     prepare_input = library.preparer(row)
 
     def prepare(todo: _Todo) -> _Todo:
-        item = replace(todo)  # a new record: the to-do list must not keep every tensor alive
-        try:
-            data = read_file(item.path)
-            item.content_hash = sha256_bytes(data)
-            if item.content_hash not in reusable:
-                item.tensor = prepare_input(data)[1]
-        except ImageError as error:
-            item.error = str(error)
-        return item
+        # A new record: the to-do list must not keep every tensor alive.
+        loaded = load_file(todo.path, prepare_input, reusable.__contains__)
+        return replace(
+            todo, content_hash=loaded.content_hash, tensor=loaded.tensor, error=loaded.error
+        )
 
     try:
         with progress(library.reporter, f"Embedding with {row.name}", len(todo)) as advance:

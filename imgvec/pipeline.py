@@ -1,12 +1,21 @@
 """Keeping the model busy: the next batch is read and decoded on worker threads while the current
-one runs through the model (Pillow and hashing release the GIL)."""
+one runs through the model (Pillow and hashing release the GIL). :func:`load_file` is the one
+read-hash-decode step of ``add``, ``model use`` and ``query``."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from imgvec.errors import ImageError
+from imgvec.files import sha256_bytes
+from imgvec.images import Picture, read_file
+
+if TYPE_CHECKING:
+    import torch
 
 Item = TypeVar("Item")
 Prepared = TypeVar("Prepared")
@@ -41,3 +50,41 @@ def prefetched_batches(
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+@dataclass
+class Loaded:
+    """One file read, hashed and (unless skipped) decoded into a picture and model input."""
+
+    content_hash: str | None = None
+    picture: Picture | None = None
+    tensor: torch.Tensor | None = None
+    error: str | None = None
+    """Why the file cannot be used: one line, fit to print after its path."""
+    access_error: bool = False
+    """The file could not be read (permissions, I/O): nothing is known of its content, so what
+    the library holds of it stays, and the next run tries again."""
+
+
+def load_file(
+    path: str,
+    prepare: Callable[[bytes], tuple[Picture, torch.Tensor]],
+    skip_decode: Callable[[str], bool] = lambda _hash: False,
+) -> Loaded:
+    """Read, hash and prepare one file; every exception becomes the file's ``error``
+    (KeyboardInterrupt and SystemExit still stop the run). ``skip_decode(content_hash)`` says
+    when the content's vector is known already."""
+    loaded = Loaded()
+    try:
+        data = read_file(path)
+    except ImageError as error:  # access errors are OSErrors; "empty", "too large" are content
+        return Loaded(error=str(error), access_error=isinstance(error.__cause__, OSError))
+    try:
+        loaded.content_hash = sha256_bytes(data)
+        if not skip_decode(loaded.content_hash):
+            loaded.picture, loaded.tensor = prepare(data)
+    except ImageError as error:
+        loaded.error = str(error)
+    except Exception as error:  # a decoder's bug must cost one file, not the batch
+        loaded.error = f"cannot decode: {type(error).__name__}: {error}".splitlines()[0]
+    return loaded

@@ -15,6 +15,9 @@ class Reporter(Protocol):
     def file_error(self, path: str, reason: str) -> None:
         """A file that could not be used; the rest of the batch goes on."""
 
+    def file_ignored(self, path: str, reason: str) -> None:
+        """A file that is not an image, or is hidden (shown only with ``--verbose``)."""
+
     def progress(self, description: str, total: int) -> Callable[[int], None]:
         """Start a progress display of ``total`` steps; returns ``advance(n)``."""
 
@@ -29,6 +32,9 @@ class SilentReporter:
         pass
 
     def file_error(self, path: str, reason: str) -> None:
+        pass
+
+    def file_ignored(self, path: str, reason: str) -> None:
         pass
 
     def progress(self, description: str, total: int) -> Callable[[int], None]:

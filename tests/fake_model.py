@@ -5,9 +5,16 @@ model of another dimension), so different pictures get different vectors and ide
 identical ones.
 """
 
-from torch import nn
+from typing import Any
 
 from imgvec.embedders.registry import Layer, ModelSpec, Preprocess, register
+
+
+def grid_model(cells: int) -> Any:
+    """Imported on use: a command that runs no model must not pay for torch."""
+    from torch import nn
+
+    return nn.Sequential(nn.AdaptiveAvgPool2d(cells), nn.Flatten())
 
 
 def register_grid_model(name: str, cells: int, description: str) -> int:
@@ -16,7 +23,7 @@ def register_grid_model(name: str, cells: int, description: str) -> int:
     register(
         ModelSpec(
             name=name,
-            build=lambda: nn.Sequential(nn.AdaptiveAvgPool2d(cells), nn.Flatten()),
+            build=lambda: grid_model(cells),
             layers={
                 "grid": Layer(dim, lambda model: model, f"{cells}x{cells} grid of mean colours")
             },

@@ -1,5 +1,12 @@
-"""Run the real imgvec CLI in a subprocess with the test model registered (for kill tests)."""
+"""Run the real imgvec CLI in a subprocess with the test model registered (for kill tests).
 
+With ``IMGVEC_TEST_MAXRSS_FILE`` set, the process writes its peak resident memory (KiB, from
+``getrusage``) to that file when it exits.
+"""
+
+import atexit
+import os
+import resource
 import sys
 from pathlib import Path
 
@@ -8,5 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tests.fake_model  # noqa: F401
 from imgvec.cli import main
 
+
+def _write_peak_memory(path: str) -> None:
+    Path(path).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+
+
 if __name__ == "__main__":
+    if report := os.environ.get("IMGVEC_TEST_MAXRSS_FILE"):
+        atexit.register(_write_peak_memory, report)
     main()

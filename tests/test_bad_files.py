@@ -256,7 +256,7 @@ def test_non_utf8_name_is_reported_and_does_not_stop_the_batch(
     assert result.exit_code == 1, result.stderr
     assert result.stdout.strip() == (
         f"Added {len(corpus.good)}, updated 0, moved 0, unchanged 0, removed 0, "
-        f"failed {len(corpus.bad)}"
+        f"failed {len(corpus.bad)}, ignored 1"
     )
     lines = error_lines(result.stderr)
     assert len(lines) == len(corpus.bad) == 9
@@ -271,7 +271,7 @@ def test_non_utf8_name_is_reported_and_does_not_stop_the_batch(
 
     again = imgvec("add", corpus.folder)
     assert again.exit_code == 1
-    assert f"failed {len(corpus.unrecorded)} " in again.stdout
+    assert f"failed {len(corpus.unrecorded)}, " in again.stdout
     assert f"({len(corpus.recorded)} unchanged files still unreadable" in again.stdout
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from imgvec import ingest
+from imgvec import ingest, pipeline
 from imgvec.embed import Embedder
 from imgvec.library import Library
 from tests.conftest import FAKE_ARGS, make_image, set_mtime
@@ -90,7 +90,7 @@ def test_unchanged_files_cost_a_stat_and_load_no_model(
     def forbidden(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("an unchanged library must not read files or load a model")
 
-    monkeypatch.setattr("imgvec.ingest.read_file", forbidden)
+    monkeypatch.setattr("imgvec.pipeline.read_file", forbidden)
     monkeypatch.setattr(Library, "embedder", forbidden)
     monkeypatch.setattr("imgvec.index_store.IndexStore.update", forbidden)  # nor touch FAISS
     result = imgvec("add", photos, "--json")
@@ -108,7 +108,7 @@ def test_touched_file_with_same_content_is_not_re_embedded(
     report = imgvec("add", photos, "--json").json()
     assert report["unchanged"] == 6
     # The refreshed stat makes the next run skip the file without reading it.
-    monkeypatch.setattr("imgvec.ingest.read_file", lambda _p: pytest.fail("file read"))
+    monkeypatch.setattr("imgvec.pipeline.read_file", lambda _p: pytest.fail("file read"))
     assert imgvec("add", photos, "--json").json()["unchanged"] == 6
 
 
@@ -352,8 +352,8 @@ def test_add_streams_only_two_batches_of_pictures_are_alive_at_once(
 
     def counting(*args: Any, **kwargs: Any) -> dict[str, bytes]:
         gc.collect()
-        prepared = [o for o in gc.get_objects() if type(o) is ingest._Prepared]
-        alive.append(sum(o.tensor is not None or o.picture is not None for o in prepared))
+        loaded = [o for o in gc.get_objects() if type(o) is pipeline.Loaded]
+        alive.append(sum(o.tensor is not None or o.picture is not None for o in loaded))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ingest, "embed_new_contents", counting)

@@ -371,9 +371,12 @@ def test_walk_finds_images_by_content_and_skips_other_files(tmp_path: Path) -> N
     (tmp_path / "scan").write_bytes(encode(Image.new("RGB", (4, 4)), "PNG"))
     (tmp_path / "notes.txt").write_text("hello\n")
     (tmp_path / "fake.jpg").write_text("not a jpeg\n")
-    found = list(files.walk([str(tmp_path)]))
-    assert all(isinstance(item, files.FoundFile) for item in found)
+    walked = list(files.walk([str(tmp_path)]))
+    found = [item for item in walked if isinstance(item, files.FoundFile)]
     assert sorted(Path(item.path).name for item in found) == ["fake.jpg", "scan"]
+    assert [(Path(i.path).name, i.reason) for i in walked if isinstance(i, files.Ignored)] == [
+        ("notes.txt", "not an image")
+    ]
 
 
 # --- reduced-size JPEG decoding ----------------------------------------------------------------

@@ -1,0 +1,25 @@
+"""The ``imgvec`` command's entry point (also ``python -m imgvec``).
+
+Importing the command line takes a second (SQLAlchemy, Rich, Typer, Pillow); a Ctrl-C meanwhile
+must end like one later on: a single line and exit code 130, not a traceback. So this module
+imports nothing of imgvec's until it can catch that.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_INTERRUPTED = 130
+
+
+def main() -> None:
+    try:
+        from imgvec.cli import main as run
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    run()
+
+
+if __name__ == "__main__":
+    main()
