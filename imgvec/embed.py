@@ -23,8 +23,8 @@ from imgvec.embedders.registry import (
     Preprocess,
     WeightsChoice,
 )
-from imgvec.errors import WeightsUnavailable
-from imgvec.images import Picture, decode
+from imgvec.errors import ImageError, WeightsUnavailable
+from imgvec.images import Picture, decode, one_line
 
 OFFLINE_HINT = (
     "use the offline model, whose weights install with imgvec (--model efficientnet_lite0), or "
@@ -81,23 +81,79 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def prepare(data: bytes, prep: Preprocess) -> tuple[Picture, torch.Tensor]:
-    """Image bytes -> the decoded picture and the model's input tensor.
+    """Image bytes -> the decoded picture and the model's input tensor (float32, shape
+    ``(3, prep.crop, prep.crop)``, see :func:`preprocess_image`).
 
     JPEGs are decoded at a reduced size that still covers the resize (``draft``), so a
-    12-megapixel photo costs a fraction of a full decode.
+    12-megapixel photo costs a fraction of a full decode; very large images of other formats are
+    box-reduced likewise (:func:`imgvec.images.decode`).
+
+    Raises :class:`ImageError` with a one-line reason for anything wrong with this one file,
+    ``MemoryError`` included; only ``KeyboardInterrupt`` and ``SystemExit`` pass through.
     """
     picture = decode(data, min_side=prep.resize)
-    return picture, preprocess_image(picture.image, prep)
+    try:
+        return picture, preprocess_image(picture.image, prep)
+    except MemoryError as error:
+        raise ImageError(
+            f"not enough memory to prepare this {picture.width}x{picture.height} image"
+        ) from error
+    except Exception as error:
+        raise ImageError(f"cannot prepare the image for the model: {one_line(error)}") from error
+
+
+WHOLE_RESIZE_ASPECT = 16
+"""Pictures up to this aspect ratio (long side / short side: every photo and panorama) are
+resized whole; longer ones only where the centre crop needs them (:func:`preprocess_image`)."""
 
 
 def preprocess_image(image: Image.Image, prep: Preprocess) -> torch.Tensor:
-    """RGB picture -> normalised CHW float tensor, as the model's training recipe did it."""
-    image = F.resize(
-        image, [prep.resize], interpolation=F.InterpolationMode.BILINEAR, antialias=True
-    )
+    """RGB picture -> normalised CHW float32 tensor of shape ``(3, prep.crop, prep.crop)``, as
+    the model's training recipe did it: the shorter side resized to ``prep.resize`` pixels
+    (bilinear, antialiased; torchvision's ``resize``), the centred ``prep.crop`` square cut out
+    (``center_crop``, zero-padded where the resized picture is smaller), scaled to 0..1 and
+    normalised by ``prep.mean`` and ``prep.std``.
+
+    Pictures longer than :data:`WHOLE_RESIZE_ASPECT` to one have only the part the crop keeps
+    resampled (:func:`_resize_cropped_part`), so memory stays about
+    ``WHOLE_RESIZE_ASPECT * prep.resize**2`` pixels beyond the picture itself, whatever its
+    shape: resizing the whole of a 1x60000 line to a short side of 256 would take 12 GB.
+    """
+    width, height = image.size
+    if max(width, height) <= WHOLE_RESIZE_ASPECT * min(width, height):
+        image = F.resize(
+            image, [prep.resize], interpolation=F.InterpolationMode.BILINEAR, antialias=True
+        )
+    else:
+        image = _resize_cropped_part(image, prep)
     image = F.center_crop(image, [prep.crop, prep.crop])
     tensor = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
     return F.normalize(tensor, list(prep.mean), list(prep.std))
+
+
+def _resize_cropped_part(image: Image.Image, prep: Preprocess) -> Image.Image:
+    """The pixels of ``F.center_crop(F.resize(image, [prep.resize]), ...)``, without resizing
+    the whole picture: Pillow's ``resize`` with a source ``box`` samples the same positions with
+    the same kernels. Its two passes (across, then down, or the other way) may run in another
+    order than for the whole picture, so a pixel may round to a level or two (of 255) apart.
+    At most ``prep.crop`` pixels each way; a side shorter than that (a crop larger than the
+    resize) is left to ``center_crop`` to pad."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_long = int(prep.resize * long / short)  # torchvision's arithmetic, to the pixel
+    resized_w, resized_h = (prep.resize, new_long) if width <= height else (new_long, prep.resize)
+    kept_w, left, right = _crop_span(width, resized_w, prep.crop)
+    kept_h, top, bottom = _crop_span(height, resized_h, prep.crop)
+    return image.resize((kept_w, kept_h), Image.Resampling.BILINEAR, box=(left, top, right, bottom))
+
+
+def _crop_span(length: int, resized: int, crop: int) -> tuple[int, float, float]:
+    """Along one axis of ``length`` pixels resized to ``resized``: how many resized pixels the
+    centre crop keeps, and the source span (start, end, in source pixels) they are taken from."""
+    kept = min(crop, resized)
+    offset = round((resized - kept) / 2.0)  # torchvision's centre-crop anchor
+    scale = length / resized
+    return kept, offset * scale, (offset + kept) * scale
 
 
 def _load_state(spec: ModelSpec, weights: WeightsChoice) -> Mapping[str, Any] | None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 _EXIF_IFD = 0x8769
 _GPS_IFD = 0x8825
@@ -63,8 +63,23 @@ def read_header(image: Image.Image) -> tuple[int, int, PhotoMetadata]:
     return width, height, metadata
 
 
-def upright(image: Image.Image) -> Image.Image:
-    return ImageOps.exif_transpose(image)
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+"""How each EXIF orientation (2-8) is undone, as ``ImageOps.exif_transpose`` does it."""
+
+
+def upright(image: Image.Image, orientation: int | None) -> Image.Image:
+    """``image`` turned or flipped as its EXIF ``orientation`` (1-8, see :class:`PhotoMetadata`)
+    says; the same object, not a copy, when there is nothing to do (1, None or out of range)."""
+    method = _TRANSPOSE.get(orientation or 1)
+    return image if method is None else image.transpose(method)
 
 
 def _ifd(exif: Image.Exif, tag: int) -> dict[int, Any]:

@@ -1,21 +1,30 @@
-"""Unit tests of imgvec.images (decoding to upright 8-bit RGB, refusing bad input) and of the
-content sniffing in imgvec.files that decides which files are tried at all."""
+"""Unit tests of imgvec.images (decoding to upright 8-bit RGB, refusing bad input), of the
+content sniffing in imgvec.files that decides which files are tried at all, and of
+imgvec.embed.prepare on a corpus of broken and odd files (tests/fault_corpus.py)."""
 
 from __future__ import annotations
 
 import io
+import math
 import struct
+import subprocess
+import sys
+import textwrap
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFile
+from torchvision.transforms.v2 import functional as F
 
-from imgvec import files
+from imgvec import embed, files, images
+from imgvec.embedders.registry import Preprocess
 from imgvec.errors import ImageError
 from imgvec.images import MAX_PIXELS, Picture, decode, read_file, to_rgb
+from tests import fault_corpus as corpus
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -41,8 +50,9 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def bilevel_png(width: int, height: int) -> bytes:
-    """A valid, all-black 1-bit PNG of any size, built without allocating the pixels in Pillow.
+def bilevel_png(width: int, height: int, exif: bytes = b"") -> bytes:
+    """A valid, all-black 1-bit PNG of any size, built without allocating the pixels in Pillow;
+    ``exif`` (a TIFF-format block) goes into an eXIf chunk.
 
     14000x13000 compresses to ~22 kB: a decompression bomb.
     """
@@ -51,6 +61,7 @@ def bilevel_png(width: int, height: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + _png_chunk(b"IHDR", header)
+        + (_png_chunk(b"eXIf", exif) if exif else b"")
         + _png_chunk(b"IDAT", zlib.compress(row * height, 9))
         + _png_chunk(b"IEND", b"")
     )
@@ -410,3 +421,289 @@ def test_min_side_leaves_small_jpegs_and_other_formats_at_full_size() -> None:
 
     assert small.image.size == (400, 300)  # half size would be 150 pixels high
     assert png.image.size == (2400, 1600)
+
+
+def test_very_large_non_jpeg_is_reduced_for_the_model_keeping_its_true_size() -> None:
+    """Over SHRINK_ABOVE_PIXELS, a PNG is box-reduced by an integer factor that keeps both sides
+    at least REDUCING_GAP * min_side; the EXIF orientation still applies to size and pixels."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways, shown rotated a quarter
+    data = bilevel_png(9000, 4000, exif=exif.tobytes()[len(b"Exif\x00\x00") :])
+    assert images.SHRINK_ABOVE_PIXELS < 9000 * 4000
+
+    picture = decode(data, min_side=256)
+
+    factor = 4000 // (images.REDUCING_GAP * 256)
+    assert factor == 7
+    assert picture.image.size == (math.ceil(4000 / factor), math.ceil(9000 / factor))
+    assert (picture.width, picture.height) == (4000, 9000)
+    assert picture.format == "PNG"
+
+
+# --- any per-file problem is an ImageError -------------------------------------------------------
+
+
+def _raise_on_load(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    def load(*_args: object, **_kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (RuntimeError("Failed to decode image:\nMissing item"), "corrupt PNG image: Failed to"),
+        (KeyError("tile"), "corrupt PNG image: 'tile'"),
+        (ZeroDivisionError(), "corrupt PNG image: ZeroDivisionError"),
+        (MemoryError(), "not enough memory to decode this PNG image"),
+    ],
+)
+def test_any_exception_while_decoding_becomes_a_one_line_reason(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, reason: str
+) -> None:
+    data = encode(Image.new("RGB", (4, 4)), "PNG")
+    _raise_on_load(monkeypatch, error)
+    with pytest.raises(ImageError) as raised:
+        decode(data)
+    assert str(raised.value).startswith(reason)
+    assert "\n" not in str(raised.value)
+    assert raised.value.__cause__ is error
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), SystemExit(1)])
+def test_interrupts_are_not_turned_into_reasons(
+    monkeypatch: pytest.MonkeyPatch, stop: BaseException
+) -> None:
+    data = encode(Image.new("RGB", (4, 4)), "PNG")
+    _raise_on_load(monkeypatch, stop)
+    with pytest.raises(type(stop)):
+        decode(data)
+
+
+def test_any_exception_while_preprocessing_becomes_a_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*_args: object) -> torch.Tensor:
+        raise ValueError("bad\nsize")
+
+    monkeypatch.setattr(embed, "preprocess_image", broken)
+    with pytest.raises(ImageError, match=r"^cannot prepare the image for the model: bad size$"):
+        embed.prepare(encode(Image.new("RGB", (4, 4)), "PNG"), Preprocess(32, 32))
+
+
+def test_avif_without_its_image_item_is_a_corrupt_image() -> None:
+    valid = corpus.encode(Image.new("RGB", (40, 30), (90, 140, 30)), "AVIF")
+    if valid is None:
+        pytest.skip("this Pillow cannot write AVIF")
+    assert decode(valid).format == "AVIF"
+    damaged = corpus.damaged_avifs(valid)
+    assert {"iloc_zeroed", "iinf_removed", "mdat_removed"} <= set(damaged)
+    for name, data in damaged.items():
+        with pytest.raises(ImageError) as raised:
+            decode(data)
+        reason = str(raised.value)
+        assert reason.startswith(("corrupt", "not an image")), (name, reason)
+
+
+def test_float_pixels_that_are_not_numbers_are_mapped_without_warnings() -> None:
+    values = np.array([[np.nan, np.inf, -np.inf, 0.5, -1.0, 0.0]], dtype=np.float32)
+    values.view(np.uint32)[0, 5] = 0x7FA00000  # a signalling NaN: converting it flags "invalid"
+    with np.errstate(all="raise"):  # the caller's numpy settings, not a filter in decode
+        rgb = to_rgb(Image.fromarray(values, "F"))
+    assert [rgb.getpixel((x, 0)) for x in range(6)] == [
+        (0, 0, 0),
+        WHITE,
+        (0, 0, 0),
+        (128, 128, 128),
+        (0, 0, 0),
+        (0, 0, 0),
+    ]
+
+
+# --- the fault corpus ----------------------------------------------------------------------------
+
+CORPUS_PREP = Preprocess(resize=32, crop=32)
+_DAMAGED_MARKS = ("_truncated", "_flipped", "_zero_tail", "damaged_", "ftyp_only", "empty.")
+_REFUSED = ("bomb_", "zero_width", "text.jpg")
+
+
+@pytest.fixture(scope="module")
+def fault_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return corpus.build_fault_corpus(tmp_path_factory.mktemp("faults"), seed=0)
+
+
+def test_fault_corpus_is_deterministic_and_small(fault_corpus: list[Path], tmp_path: Path) -> None:
+    again = corpus.build_fault_corpus(tmp_path / "again", seed=0)
+    assert [p.name for p in again] == [p.name for p in fault_corpus]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(again, fault_corpus, strict=True))
+    assert 300 <= len(fault_corpus) <= 500
+    assert sum(p.stat().st_size for p in fault_corpus) < 50 * 2**20
+
+
+# pytest shows every DeprecationWarning, ahead of imgvec's filter (Pillow deprecates the IM
+# format); what reaches a terminal is tested in a fresh interpreter below.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_every_corpus_file_decodes_or_gives_a_reason(fault_corpus: list[Path]) -> None:
+    """Each file gives a picture and a finite (3, 32, 32) tensor, or an ImageError whose reason
+    is one non-empty line; nothing else. Undamaged files always give the picture."""
+    reasons: dict[str, str] = {}
+    for path in fault_corpus:
+        try:
+            picture, tensor = embed.prepare(read_file(str(path)), CORPUS_PREP)
+        except ImageError as error:
+            reasons[path.name] = str(error)
+            continue
+        assert isinstance(picture, Picture), path.name
+        assert picture.image.mode == "RGB", path.name
+        assert tensor.shape == (3, 32, 32), path.name
+        assert tensor.dtype == torch.float32, path.name
+        assert torch.isfinite(tensor).all(), path.name
+
+    assert all(reason.strip() and "\n" not in reason for reason in reasons.values()), reasons
+    refused_valid = {
+        name: reason
+        for name, reason in reasons.items()
+        if not any(mark in name for mark in _DAMAGED_MARKS + _REFUSED)
+    }
+    assert refused_valid == {}
+    assert reasons["empty.jpg"].startswith("empty file")
+    assert reasons["text.jpg"].startswith("not an image")
+    assert reasons["bomb_100000x100000.png"].startswith("image too large")
+    assert reasons["damaged_iloc_zeroed.avif"].startswith("corrupt")
+    assert 50 < len(reasons) < len(fault_corpus) - 150  # damage is seen, and not everywhere
+
+
+_DECODE_ALL = """
+import os, sys
+from pathlib import Path
+from imgvec.errors import ImageError
+from imgvec.images import decode, read_file
+# libtiff prints on file descriptor 2 itself (the command line holds that back, see
+# test_faults); sys.stderr, where Python's warnings go, stays the captured pipe.
+sys.stderr = os.fdopen(os.dup(2), "w")
+os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+for path in sorted(Path(sys.argv[1]).iterdir()):
+    try:
+        decode(read_file(str(path)), min_side=32)
+    except ImageError:
+        pass
+"""
+
+
+def test_decoding_the_corpus_prints_no_warnings(fault_corpus: list[Path]) -> None:
+    """Pillow's warnings (corrupt EXIF, odd tags, deprecated formats) never reach the terminal,
+    even with every warning shown each time (-W always): a fresh interpreter, whose filters are
+    only Python's, the command line's and imgvec's own, not pytest's."""
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", _DECODE_ALL, str(fault_corpus[0].parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout == ""
+
+
+# --- preprocessing: unchanged for photos, bounded for extreme shapes -----------------------------
+
+MODEL_PREP = Preprocess(resize=256, crop=224)
+
+
+def _resize_whole_then_crop(image: Image.Image, prep: Preprocess) -> torch.Tensor:
+    """The plain recipe: resize the whole picture, then centre-crop."""
+    image = F.resize(image, [prep.resize], interpolation=F.InterpolationMode.BILINEAR)
+    image = F.center_crop(image, [prep.crop, prep.crop])
+    tensor = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
+    return F.normalize(tensor, list(prep.mean), list(prep.std))
+
+
+def _noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (900, 300), (256, 256), (4096, 256)])
+@pytest.mark.parametrize("prep", [MODEL_PREP, Preprocess(resize=232, crop=224)])
+def test_ordinary_pictures_are_preprocessed_as_before(
+    size: tuple[int, int], prep: Preprocess
+) -> None:
+    image = _noise(size)
+    tensor = embed.preprocess_image(image, prep)
+    assert tensor.shape == (3, prep.crop, prep.crop)
+    torch.testing.assert_close(tensor, _resize_whole_then_crop(image, prep), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("size", "prep"),
+    [
+        ((4200, 250), MODEL_PREP),
+        ((120, 3001), MODEL_PREP),
+        ((5000, 7), MODEL_PREP),
+        ((3000, 60), Preprocess(resize=64, crop=96)),  # a crop larger than the resize: padded
+    ],
+)
+def test_extreme_pictures_give_the_pixels_of_the_whole_resize(
+    size: tuple[int, int], prep: Preprocess
+) -> None:
+    """Past WHOLE_RESIZE_ASPECT only the cropped part is resampled, at the same positions as
+    the whole resize: pixels are at most 2 of 255 levels apart (Pillow may run its two passes
+    in the other order, rounding in between), 0.3 on average."""
+    assert max(size) > embed.WHOLE_RESIZE_ASPECT * min(size)
+    image = _noise(size, seed=1)
+    tensor = embed.preprocess_image(image, prep)
+    expected = _resize_whole_then_crop(image, prep)
+    levels = (tensor - expected).abs() * torch.tensor(prep.std).view(3, 1, 1) * 255
+    assert tensor.shape == (3, prep.crop, prep.crop)
+    assert float(levels.max()) < 2.01
+    assert float(levels.mean()) < 0.3
+
+
+_PEAK_MEMORY = """
+import io, resource, sys
+from PIL import Image
+from imgvec.embed import prepare
+from imgvec.embedders.registry import Preprocess
+
+def png(size):
+    buffer = io.BytesIO()
+    Image.new("L", size, 128).save(buffer, "PNG")
+    return buffer.getvalue()
+
+prep = Preprocess(resize=256, crop=224)
+prepare(png((64, 48)), prep)  # lazy imports and first allocations belong to the baseline
+baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:  # a regression fails fast with MemoryError instead of taking the machine's memory
+    with open("/proc/self/status") as status:
+        data_kb = next(int(line.split()[1]) for line in status if line.startswith("VmData"))
+    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+    resource.setrlimit(resource.RLIMIT_DATA, ((data_kb << 10) + (2 << 30), hard))
+except (OSError, StopIteration, ValueError):
+    pass
+for size in [(1, 60000), (60000, 1), (10000, 1)]:
+    data = png(size)
+    assert len(data) < 1000
+    picture, tensor = prepare(data, prep)
+    assert tuple(tensor.shape) == (3, 224, 224), tensor.shape
+    assert bool(tensor.isfinite().all())
+    assert (picture.width, picture.height) == size
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kb) // 1024)
+"""
+EXTREME_SHAPES_MEMORY_MB = 100
+"""Peak memory of preparing 1x60000, 60000x1 and 10000x1 lines, above the baseline after imports
+(resizing them whole to a short side of 256 took 15.5 GB and 2.6 GB)."""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs the resource module")
+def test_extreme_aspect_ratios_are_prepared_in_bounded_memory() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_PEAK_MEMORY)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) < EXTREME_SHAPES_MEMORY_MB, done.stdout
