@@ -26,10 +26,6 @@ class LibraryPaths:
     db_url: str
 
     @property
-    def index_dir(self) -> Path:
-        return self.root / "index"
-
-    @property
     def lock_file(self) -> Path:
         return self.root / "write.lock"
 
