@@ -11,6 +11,7 @@ import pytest
 
 from imgvec import ingest, pipeline
 from imgvec.embed import Embedder
+from imgvec.index_store import IndexStore
 from imgvec.library import Library
 from tests.conftest import FAKE_ARGS, make_image, set_mtime
 
@@ -90,9 +91,9 @@ def test_unchanged_files_cost_a_stat_and_load_no_model(
     def forbidden(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("an unchanged library must not read files or load a model")
 
-    monkeypatch.setattr("imgvec.pipeline.read_file", forbidden)
+    monkeypatch.setattr(pipeline, "read_file", forbidden)
     monkeypatch.setattr(Library, "embedder", forbidden)
-    monkeypatch.setattr("imgvec.index_store.IndexStore.update", forbidden)  # nor touch FAISS
+    monkeypatch.setattr(IndexStore, "update", forbidden)  # nor touch FAISS
     result = imgvec("add", photos, "--json")
     assert result.exit_code == 0, result.stderr
     assert result.json()["unchanged"] == 6
@@ -108,7 +109,7 @@ def test_touched_file_with_same_content_is_not_re_embedded(
     report = imgvec("add", photos, "--json").json()
     assert report["unchanged"] == 6
     # The refreshed stat makes the next run skip the file without reading it.
-    monkeypatch.setattr("imgvec.pipeline.read_file", lambda _p: pytest.fail("file read"))
+    monkeypatch.setattr(pipeline, "read_file", lambda _p: pytest.fail("file read"))
     assert imgvec("add", photos, "--json").json()["unchanged"] == 6
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from imgvec import store
 from imgvec.library import Library
 from tests.conftest import FAKE_ARGS, make_image
 
@@ -55,7 +56,7 @@ def test_adding_writes_only_a_small_delta_and_never_touches_the_base(
     def no_full_read(*_args: object) -> None:
         raise AssertionError("an update must not read all stored vectors")
 
-    monkeypatch.setattr("imgvec.store.all_vectors", no_full_read)
+    monkeypatch.setattr(store, "all_vectors", no_full_read)
     assert imgvec("add", tmp_path / "new", "--json").json()["added"] == 1
 
     status = index_status(imgvec)
