@@ -1205,6 +1205,9 @@ def main() -> None:
     try:
         with own_terminal():
             app()
+    except KeyboardInterrupt:  # before Typer's own handling starts (building the commands)
+        err.print("error: interrupted", style="red", markup=False, highlight=False)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
         # Exit without the interpreter collecting torch's many objects one by one: about 1 s
         # of every command that ran a model. The operating system frees them at once.

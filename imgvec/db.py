@@ -66,22 +66,33 @@ def sqlite_file(url: str) -> str | None:
 
 @contextmanager
 def migration_connection(engine: Engine) -> Iterator[Connection]:
-    """A connection to migrate with. On SQLite, foreign keys are off meanwhile: batch mode
-    rebuilds a table by copying it and dropping the old one, and with foreign keys on that DROP
-    would cascade (deleting every embedding of the images table). The pragma only takes effect
-    outside a transaction."""
+    """A connection to migrate with, all in one transaction: an interrupted upgrade leaves the
+    old schema, never half of the new one.
+
+    On SQLite, Python's sqlite3 module would commit each CREATE or ALTER on its own (it only
+    opens transactions before INSERT, UPDATE and DELETE), so the connection is put in autocommit
+    mode and the transaction is opened here with BEGIN IMMEDIATE, which also makes a second
+    process that upgrades at the same moment wait, then find nothing left to do. Foreign keys are
+    off meanwhile: batch mode rebuilds a table by copying it and dropping the old one, and with
+    foreign keys on that DROP would cascade (deleting every embedding of the images table); the
+    pragma only takes effect outside a transaction."""
     with engine.connect() as connection:
-        sqlite = connection.dialect.name == "sqlite"
-        if sqlite:
-            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-            connection.commit()
+        raw = (
+            connection.connection.dbapi_connection if connection.dialect.name == "sqlite" else None
+        )
+        if raw is not None:
+            raw.isolation_level = None
+            raw.execute("PRAGMA foreign_keys=OFF")
+            raw.execute("BEGIN IMMEDIATE")
         try:
             yield connection
         finally:
-            if sqlite:
-                connection.rollback()
-                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-                connection.commit()
+            # An interrupt invalidates the connection: closing it rolled the transaction back.
+            if raw is not None and not connection.invalidated:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raw.execute("PRAGMA foreign_keys=ON")
+                raw.isolation_level = ""
 
 
 def alembic_config(url: str) -> Config:
@@ -123,6 +134,8 @@ def upgrade_schema(
             "upgraded once by a command with write access (imgvec status)"
         )
     with migration_connection(engine) as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return  # another process upgraded it while this one waited
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
         connection.commit()

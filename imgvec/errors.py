@@ -38,8 +38,8 @@ _STORAGE_MESSAGES = (
 def cannot_write(problem: str) -> str:
     """The message for a write the storage refused (``problem``: from :func:`storage_problem`)."""
     return (
-        f"cannot write to the library ({problem}); what was committed is kept: free some space "
-        "(or make it writable) and run the command again"
+        f"cannot write ({problem}); everything the library had committed is kept: free some "
+        "space (or make it writable) and run the command again"
     )
 
 

@@ -162,9 +162,11 @@ def _walk_dir(
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
-            if name.startswith("."):
+            if path in known:  # added before, perhaps by naming it although hidden
+                yield _stat(path)
+            elif name.startswith("."):
                 yield Ignored(path, "hidden")
-            elif path in known or looks_like_image(path):
+            elif looks_like_image(path):
                 yield _stat(path)
             else:
                 yield Ignored(path, "not an image")
@@ -220,7 +222,7 @@ def absence(path: str, roots: Sequence[str]) -> Absence:
     else:
         if stat.S_ISREG(info.st_mode):
             return Absence(found=FoundFile(path, info.st_size, info.st_mtime_ns))
-        return Absence(reason="not a regular file")
+        return Absence(gone=True)  # a folder (or a pipe) now: the image file is gone
     folder = os.path.dirname(path)
     while not os.path.isdir(folder):
         if folder in roots or os.path.dirname(folder) == folder:

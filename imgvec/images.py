@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 
@@ -62,7 +63,10 @@ class Picture:
 def read_file(path: str) -> bytes:
     """The file's bytes, or an :class:`ImageError` naming the reason it can't be read."""
     try:
-        size = os.path.getsize(path)
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError("not a regular file")
+        size = info.st_size
         if size == 0:
             raise ImageError("empty file (0 bytes)")
         if size > MAX_FILE_BYTES:

@@ -533,6 +533,10 @@ class Library:
             return version
         except Exception as error:
             problem = storage_problem(error)
+            if problem is not None and version is None:
+                raise ImgvecError(
+                    f"the library has no index yet, and it cannot be built here ({problem})"
+                ) from None
             if problem is None or version is None or not index.intact(version):
                 raise
             self.reporter.notice(

@@ -153,6 +153,17 @@ def test_deleted_files_and_folders_are_still_removed(
     assert {Path(p).name for p in library_paths(library)} == {"a1.jpg", "a2.jpg"}
 
 
+def test_a_file_replaced_by_a_folder_is_gone(imgvec: Imgvec, photos: Path, library: Path) -> None:
+    imgvec("add", photos, *FAKE_ARGS)
+    (photos / "p0.jpg").unlink()
+    (photos / "p0.jpg").mkdir()
+
+    report = imgvec("add", photos, "--json").json()
+
+    assert report["removed"] == 1 and report["failed"] == 0 and report["kept"] == 0
+    assert str(photos / "p0.jpg") not in library_paths(library)
+
+
 def test_files_added_by_name_survive_adding_their_parent(
     imgvec: Imgvec, tmp_path: Path, library: Path
 ) -> None:
@@ -169,7 +180,7 @@ def test_files_added_by_name_survive_adding_their_parent(
     report = imgvec("add", root, "--json").json()
 
     assert report["removed"] == 0 and report["added"] == 1
-    assert report["unchanged"] == 2
+    assert report["unchanged"] == 2 and report["ignored"] == 0
     assert {Path(p).name for p in library_paths(library)} == {".hidden.jpg", "plain.jpg", "r.jpg"}
 
 
@@ -407,7 +418,7 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
 
     assert read("add.rc").strip() == "2", read("add.err")
     last = read("add.err").strip().splitlines()[-1]
-    assert last.startswith("error: cannot write to the library (")
+    assert last.startswith("error: cannot write (")
     assert any(
         reason in last
         for reason in ("database or disk is full", "no space left on device", "disk i/o error")

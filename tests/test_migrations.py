@@ -114,3 +114,46 @@ def test_schema_round_trip_keeps_images_and_vectors(imgvec, tmp_path: Path, data
     assert counts() == (5, 5)
     command.upgrade(config, "head")
     assert counts() == (5, 5)
+
+
+def test_an_interrupted_upgrade_leaves_the_old_schema_and_can_run_again(tmp_path: Path) -> None:
+    """A Ctrl-C between two statements of a migration: SQLite keeps none of it (Python's sqlite3
+    would have committed each ALTER on its own, leaving a schema no revision describes)."""
+    from sqlalchemy import event
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    command.downgrade(alembic_config(url), "0002")
+    columns = {c["name"] for c in inspect(engine).get_columns("images")}
+
+    def interrupt(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if "CREATE INDEX" in statement:  # after the new columns went in
+            raise KeyboardInterrupt
+
+    event.listen(engine, "before_cursor_execute", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        upgrade_schema(engine)
+    event.remove(engine, "before_cursor_execute", interrupt)
+
+    assert current_revision(engine) == "0002"
+    assert {c["name"] for c in inspect(engine).get_columns("images")} == columns
+    upgrade_schema(engine)
+    assert current_revision(engine) == head_revision(alembic_config(url))
+
+
+def test_two_processes_creating_one_library_at_once_both_succeed(tmp_path: Path) -> None:
+    """The second waits for the first one's transaction, then finds nothing left to do."""
+    script = (
+        "import sys; from imgvec.db import make_engine, upgrade_schema; "
+        "upgrade_schema(make_engine(sys.argv[1]))"
+    )
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 0, stderr
+    assert current_revision(make_engine(url)) == head_revision(alembic_config(url))
