@@ -41,6 +41,7 @@ from imgvec.library import DEFAULT_K, DEFAULT_MODEL, Library
 EXIT_FAILED_INPUTS = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+CANNOT_CATCH_UP = "read-only here, so the newest changes are not searched"
 
 app = typer.Typer(
     help="Find similar images in your photo folders, locally.\n\n"
@@ -326,7 +327,9 @@ def remove(
     if json_output:
         print_json({"removed": report.removed, "errors": [asdict(e) for e in report.errors]})
     else:
-        out.print(f"Removed {report.removed} images", markup=False)
+        out.print(
+            f"Removed {report.removed} image{'' if report.removed == 1 else 's'}", markup=False
+        )
     if report.errors:
         raise typer.Exit(EXIT_FAILED_INPUTS)
 
@@ -436,6 +439,7 @@ def status(
     """
     with open_library(library, db, create=False) as lib:
         info = lib.status()
+        catch_up = CANNOT_CATCH_UP if lib.read_only else "caught up by the next command"
     if json_output:
         print_json(asdict(info))
         return
@@ -458,7 +462,7 @@ def status(
             f"Index:    version {idx.version}, {idx.kind}{f' ({params})' if params else ''}, "
             f"{idx.n_vectors} vectors in {idx.segments} segment(s), "
             f"{idx.size_bytes / 1e6:.1f} MB{measured}, built {idx.created_at:%Y-%m-%d %H:%M}"
-            + (" [behind the table: caught up by the next command]" if idx.stale else ""),
+            + (f" [behind the table: {catch_up}]" if idx.stale else ""),
             markup=False,
         )
     for failure in info.failures:
@@ -930,6 +934,7 @@ def index_status(
     with open_library(library, db, create=False) as lib:
         versions = lib.index().list_versions()
         _, last = lib.index().active()
+        catch_up = CANNOT_CATCH_UP if lib.read_only else "the next command catches it up"
     active = next((v for v in versions if v.status == "active"), None)
     if active is None:
         fail("no index yet: add images, or run imgvec index rebuild")
@@ -958,7 +963,7 @@ def index_status(
             markup=False,
         )
     if pending:
-        out.print("Behind the table: the next command catches it up.", markup=False)
+        out.print(f"Behind the table: {catch_up}.", markup=False)
 
 
 @index_app.command("list")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec import files, index_files, store
@@ -517,6 +518,17 @@ class Library:
         version, last = index.active()
         if version is not None and version.change_seq == last and index.intact(version):
             return version
+        if self.read_only:
+            why = self.read_only_reason or "the library is read-only here"
+            if version is None or not index.intact(version):
+                raise ImgvecError(
+                    f"the library has no usable index, and it cannot be built ({why})"
+                )
+            self.reporter.notice(
+                f"The index cannot be brought up to date ({why}): searching version "
+                f"{version.id}; removals show, the newest additions do not"
+            )
+            return version
         try:
             with self.writing():
                 return index.update()
@@ -535,7 +547,7 @@ class Library:
             problem = storage_problem(error)
             if problem is not None and version is None:
                 raise ImgvecError(
-                    f"the library has no index yet, and it cannot be built here ({problem})"
+                    f"the library has no usable index, and it cannot be built ({problem})"
                 ) from None
             if problem is None or version is None or not index.intact(version):
                 raise
@@ -756,7 +768,7 @@ class Library:
                         stale=version.change_seq != store.last_change(session, active.id),
                     )
             failures = [FileError(p, r) for p, r in store.failures(session, failure_limit)]
-        database = self.engine.url.render_as_string(hide_password=True)
+        database = make_url(self.paths.db_url).render_as_string(hide_password=True)
         return Status(
             str(self.paths.root), database, images, failed, self.models(), index, failures
         )
