@@ -60,7 +60,7 @@ LibraryOption = Annotated[
     typer.Option(
         "--library",
         "-L",
-        help="Library directory [env: IMGVEC_LIBRARY; default: the per-user data directory].",
+        help="Library directory \\[env: IMGVEC_LIBRARY; default: the per-user data directory].",
         show_default=False,
     ),
 ]
@@ -69,7 +69,7 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         help="SQLAlchemy URL of the metadata database instead of the library's "
-        "SQLite file [env: IMGVEC_DB].",
+        "SQLite file \\[env: IMGVEC_DB].",
         show_default=False,
     ),
 ]
@@ -79,7 +79,7 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help=f"Embedding model (see `imgvec models`) [default: "
+        help=f"Embedding model (see `imgvec models`) \\[default: "
         f"{DEFAULT_MODEL}, or the library's model].",
         show_default=False,
     ),
@@ -356,7 +356,7 @@ def query(
             "--model",
             "-m",
             help="Query another stored model with a complete index "
-            "(NAME or NAME/LAYER, see `imgvec model list`) [default: the active one].",
+            "(NAME or NAME/LAYER, see `imgvec model list`) \\[default: the active one].",
             show_default=False,
         ),
     ] = None,
@@ -599,14 +599,14 @@ def export_command(
         str | None,
         typer.Option(
             "--format",
-            help="npz, parquet or hdf5 [default: from the extension].",
+            help="npz, parquet or hdf5 \\[default: from the extension].",
             show_default=False,
         ),
     ] = None,
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", help="A stored model [default: the active one].", show_default=False
+            "--model", "-m", help="A stored model \\[default: the active one].", show_default=False
         ),
     ] = None,
     library: LibraryOption = None,
@@ -679,7 +679,7 @@ def plot(
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", help="A stored model [default: the active one].", show_default=False
+            "--model", "-m", help="A stored model \\[default: the active one].", show_default=False
         ),
     ] = None,
     library: LibraryOption = None,
@@ -736,7 +736,7 @@ def eval_command(
     per_transform: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Images sampled per transform [default: all].", show_default=False
+            min=1, help="Images sampled per transform \\[default: all].", show_default=False
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the transforms.")] = 0,
@@ -746,7 +746,7 @@ def eval_command(
         typer.Option(
             "--library",
             "-L",
-            help="Keep the evaluation library here [default: a temporary one].",
+            help="Keep the evaluation library here \\[default: a temporary one].",
             show_default=False,
         ),
     ] = None,
@@ -893,7 +893,7 @@ KindOption = Annotated[
     str | None,
     typer.Option(
         "--kind",
-        help="flat (exact), ivf, or ivfpq (compressed) [default: by library size].",
+        help="flat (exact), ivf, or ivfpq (compressed) \\[default: by library size].",
         show_default=False,
     ),
 ]
@@ -1000,13 +1000,14 @@ def index_list(
 def index_build(
     kind: KindOption = None,
     nlist: Annotated[
-        int | None, typer.Option(min=1, help="IVF lists [default: ~4*sqrt(N)].", show_default=False)
+        int | None,
+        typer.Option(min=1, help="IVF lists \\[default: ~4*sqrt(N)].", show_default=False),
     ] = None,
     nprobe: Annotated[
         int | None,
         typer.Option(
             min=1,
-            help="IVF lists searched per query [default: tuned to recall@10 0.95].",
+            help="IVF lists searched per query \\[default: tuned to recall@10 0.95].",
             show_default=False,
         ),
     ] = None,

@@ -594,3 +594,12 @@ def test_a_folder_of_broken_and_odd_files_is_added_or_reported_file_by_file(
         assert [path in added, path in errors, display(path) in ignored_paths].count(True) == 1
     assert report["added"] + report["failed"] + report["ignored"] == len(written)
     assert int(peak.read_text()) / 1024 < PEAK_MEMORY_BOUND_MB
+
+
+def test_help_prints_its_brackets(imgvec: Imgvec) -> None:
+    """Help texts are Rich markup too: "[default: ...]" used to vanish from every --help."""
+    result = imgvec("add", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert "[env: IMGVEC_LIBRARY; default: the per-user data directory]" in text
+    assert "[default: vit_b_16, or the library's model]" in text
