@@ -324,22 +324,3 @@ def test_fifo_named_directly_is_reported_not_read(imgvec: Imgvec, tmp_path: Path
     assert result.json()["errors"] == [
         {"path": files.normalize(fifo), "reason": "not a regular file"}
     ]
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_reported_and_recorded(imgvec: Imgvec, tmp_path: Path) -> None:
-    folder = tmp_path / "locked"
-    make_image(folder / "good.jpg", seed=1)
-    locked = make_image(folder / "locked.jpg", seed=2)
-    locked.chmod(0)
-    try:
-        result = imgvec("add", folder, *FAKE_ARGS, "--json")
-        assert result.exit_code == 1
-        report = result.json()
-        assert report["added"] == 1
-        assert errors_by_path(report) == {
-            files.normalize(locked): "cannot read file: Permission denied"
-        }
-        assert status(imgvec)["failed"] == 1
-    finally:
-        locked.chmod(0o644)
