@@ -91,3 +91,17 @@ def test_ingest_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
     assert text.count("<!-- ingest:start -->") == 1 and text.count("<!-- ingest:end -->") == 1
     assert "| `mobilenet_v2` | UKBench (6) |" in text and "| `mobilenet_v2` | 12 MP (2) |" in text
     assert "**Targets.**" in text
+
+
+def test_decode_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
+    out = tmp_path / "BENCH.md"
+    run_benchmark(
+        "benchmarks.bench_decode",
+        *("--cases", "640x480 photo,60000x1 line", "--no-whole-resize", "--out", str(out)),
+    )
+    text = out.read_text()
+    section = text[text.index("<!-- decode:start -->") : text.index("<!-- decode:end -->")]
+    rows = [line for line in section.splitlines() if line.startswith(("| 640x480", "| 60000x1"))]
+    assert len(rows) == 2, section
+    peak_mib = float(rows[1].split("|")[4])
+    assert peak_mib < 100  # the long line is resampled only where the crop keeps it
