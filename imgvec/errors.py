@@ -1,5 +1,7 @@
 """Exceptions that carry a message meant for the user (the CLI prints them as one line)."""
 
+import errno
+
 
 class ImgvecError(Exception):
     """Base class: an error with a message fit to show a user as is."""
@@ -26,7 +28,11 @@ class StorageError(ImgvecError):
     committed is lost; the command stops."""
 
 
-_STORAGE_ERRNOS = {28: "no space left on device", 122: "disk quota exceeded", 30: "read-only"}
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
 _STORAGE_MESSAGES = (
     "database or disk is full",
     "no space left on device",
