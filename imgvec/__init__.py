@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from imgvec.library import AddReport, Library, QueryHit, QueryResult
+    from imgvec.api import AddReport, Library, QueryHit, QueryResult
 
 __all__ = ["AddReport", "Library", "QueryHit", "QueryResult"]
 __version__ = "0.1.0"
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from imgvec import library
+        from imgvec import api
 
-        return getattr(library, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'imgvec' has no attribute {name!r}")

@@ -14,7 +14,7 @@ EXIT_INTERRUPTED = 130
 
 def main() -> None:
     try:
-        from imgvec.cli import main as run
+        from imgvec.cli.app import main as run
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         raise SystemExit(EXIT_INTERRUPTED) from None

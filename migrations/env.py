@@ -3,8 +3,8 @@
 from alembic import context
 
 from imgvec.config import resolve_paths
-from imgvec.db import make_engine, migration_connection
-from imgvec.schema import Base
+from imgvec.storage.engine import make_engine, migration_connection
+from imgvec.storage.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import tests.fake_model  # noqa: F401  (registers the "fake" model)
-from imgvec.cli import app
+from imgvec.cli.app import app
 
 SHARED_EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval"
 FAKE_ARGS = ["--model", "fake", "--weights", "none"]

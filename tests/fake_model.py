@@ -7,7 +7,8 @@ identical ones.
 
 from typing import Any
 
-from imgvec.embedders.registry import Layer, ModelSpec, Preprocess, register
+from imgvec.embed.registry import register
+from imgvec.embed.spec import Layer, ModelSpec, Preprocess
 
 
 def grid_model(cells: int) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tests.fake_model  # noqa: F401
-from imgvec.cli import main
+from imgvec.cli.app import main
 
 
 def _write_peak_memory(path: str) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imgvec import files
-from imgvec.cli import display
+from imgvec import scan
+from imgvec.cli.render import display
 from tests.conftest import FAKE_ARGS, Run, make_image, set_mtime
 from tests.test_images import bilevel_png, noise_jpeg
 
@@ -58,7 +58,7 @@ ODD_GOOD_NAMES = ["with space.jpg", "café ñ.jpg", "-dash.jpg", "new\nline.jpg"
 def build_corpus(folder: Path, *, non_utf8: bool = False) -> Corpus:
     folder.mkdir(parents=True)
     corpus = Corpus(folder)
-    base = files.normalize(folder)
+    base = scan.normalize(folder)
 
     def good(name: str, seed: int) -> None:
         make_image(folder / name, seed=seed)
@@ -290,7 +290,7 @@ def test_error_lines_print_names_literally(imgvec: Imgvec, tmp_path: Path) -> No
     (folder / "a:smile:b.jpg").write_bytes(b"not a jpeg")
     result = imgvec("add", folder, *FAKE_ARGS)
     assert result.exit_code == 1
-    assert f"error: {display(files.normalize(folder / 'a:smile:b.jpg'))}: " in result.stderr
+    assert f"error: {display(scan.normalize(folder / 'a:smile:b.jpg'))}: " in result.stderr
 
 
 # --- special files ----------------------------------------------------------------------------
@@ -305,8 +305,8 @@ def test_fifo_without_image_extension_is_not_opened(tmp_path: Path) -> None:
     try:
         signature = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
         os.write(fd, signature)
-        found = list(files.walk([str(tmp_path)]))
-        assert not any(isinstance(item, files.FoundFile) for item in found)
+        found = list(scan.walk([str(tmp_path)]))
+        assert not any(isinstance(item, scan.FoundFile) for item in found)
         try:
             left = os.read(fd, 64)
         except BlockingIOError:
@@ -322,5 +322,5 @@ def test_fifo_named_directly_is_reported_not_read(imgvec: Imgvec, tmp_path: Path
     result = imgvec("add", fifo, *FAKE_ARGS, "--json")
     assert result.exit_code == 1
     assert result.json()["errors"] == [
-        {"path": files.normalize(fifo), "reason": "not a regular file"}
+        {"path": scan.normalize(fifo), "reason": "not a regular file"}
     ]

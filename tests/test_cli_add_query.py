@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from imgvec import ingest, pipeline
-from imgvec.embed import Embedder
-from imgvec.index_store import IndexStore
-from imgvec.library import Library
+from imgvec.api import Library
+from imgvec.embed import batches
+from imgvec.embed.loader import Models
+from imgvec.embed.runtime import Embedder
+from imgvec.index.segments import IndexStore
 from tests.conftest import FAKE_ARGS, make_image, set_mtime
 
 pytestmark = pytest.mark.databases
@@ -91,8 +92,8 @@ def test_unchanged_files_cost_a_stat_and_load_no_model(
     def forbidden(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("an unchanged library must not read files or load a model")
 
-    monkeypatch.setattr(pipeline, "read_file", forbidden)
-    monkeypatch.setattr(Library, "embedder", forbidden)
+    monkeypatch.setattr(batches, "read_file", forbidden)
+    monkeypatch.setattr(Models, "embedder", forbidden)
     monkeypatch.setattr(IndexStore, "update", forbidden)  # nor touch FAISS
     result = imgvec("add", photos, "--json")
     assert result.exit_code == 0, result.stderr
@@ -105,11 +106,11 @@ def test_touched_file_with_same_content_is_not_re_embedded(
 ) -> None:
     imgvec("add", photos, *FAKE_ARGS)
     set_mtime(photos / "p0.jpg", 1_000_000_000_000_000_000)
-    monkeypatch.setattr(Library, "embedder", lambda self: pytest.fail("model loaded"))
+    monkeypatch.setattr(Models, "embedder", lambda *a: pytest.fail("model loaded"))
     report = imgvec("add", photos, "--json").json()
     assert report["unchanged"] == 6
     # The refreshed stat makes the next run skip the file without reading it.
-    monkeypatch.setattr(pipeline, "read_file", lambda _p: pytest.fail("file read"))
+    monkeypatch.setattr(batches, "read_file", lambda _p: pytest.fail("file read"))
     assert imgvec("add", photos, "--json").json()["unchanged"] == 6
 
 
@@ -135,7 +136,7 @@ def test_moved_file_keeps_its_row_and_vector(
     old_id = imgvec("query", photos / "p3.jpg", "--json").json()[0]["results"][0]["id"]
     (photos / "sub" / "deeper").mkdir()
     (photos / "p3.jpg").rename(photos / "sub" / "deeper" / "renamed.jpg")
-    monkeypatch.setattr(Library, "embedder", lambda self: pytest.fail("model loaded"))
+    monkeypatch.setattr(Models, "embedder", lambda *a: pytest.fail("model loaded"))
     report = imgvec("add", photos, "--json").json()
     assert (report["moved"], report["added"], report["removed"]) == (1, 0, 0)
     hit = imgvec("query", photos / "sub" / "deeper" / "renamed.jpg", "--json").json()[0]
@@ -149,7 +150,7 @@ def test_second_copy_reuses_the_vector(
 ) -> None:
     imgvec("add", photos, *FAKE_ARGS)
     shutil.copy(photos / "p1.jpg", photos / "p1-copy.jpg")
-    monkeypatch.setattr(Library, "embedder", lambda self: pytest.fail("model loaded"))
+    monkeypatch.setattr(Models, "embedder", lambda *a: pytest.fail("model loaded"))
     report = imgvec("add", photos, "--json").json()
     assert report["added"] == 1 and report["moved"] == 0
     results = imgvec("query", photos / "p1.jpg", "-k", "2", "--json").json()[0]["results"]
@@ -164,10 +165,10 @@ def test_copies_within_one_batch_are_embedded_once(
     make_image(folder / "a.jpg", seed=1)
     shutil.copy(folder / "a.jpg", folder / "b.jpg")
     calls: list[int] = []
-    original = Library.embedder
+    original = Models.embedder
 
-    def counting(self: Library):  # type: ignore[no-untyped-def]
-        embedder = original(self)
+    def counting(self: Models, row):  # type: ignore[no-untyped-def]
+        embedder = original(self, row)
         real = embedder.embed_tensors
 
         def embed_tensors(batch):  # type: ignore[no-untyped-def]
@@ -177,7 +178,7 @@ def test_copies_within_one_batch_are_embedded_once(
         embedder.embed_tensors = embed_tensors  # type: ignore[method-assign]
         return embedder
 
-    monkeypatch.setattr(Library, "embedder", counting)
+    monkeypatch.setattr(Models, "embedder", counting)
     report = imgvec("add", folder, *FAKE_ARGS, "--json").json()
     assert report["added"] == 2
     assert calls == [1]
@@ -349,15 +350,15 @@ def test_add_streams_only_two_batches_of_pictures_are_alive_at_once(
     for number in range(100):
         make_image(folder / f"{number:03}.png", seed=number)
     alive: list[int] = []
-    real = ingest.embed_new_contents
+    real = batches.embed_new_contents
 
     def counting(*args: Any, **kwargs: Any) -> dict[str, bytes]:
         gc.collect()
-        loaded = [o for o in gc.get_objects() if type(o) is pipeline.Loaded]
+        loaded = [o for o in gc.get_objects() if type(o) is batches.Loaded]
         alive.append(sum(o.tensor is not None or o.picture is not None for o in loaded))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "embed_new_contents", counting)
+    monkeypatch.setattr(batches, "embed_new_contents", counting)
     with Library.open(tmp_path / "lib") as lib:
         report = lib.add([folder], model="fake", weights="none", batch_size=10)
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-import imgvec.embedders.efficientnet_lite  # noqa: F401  (registers efficientnet_lite0)
-from imgvec.embed import Embedder, build_model, preprocess_image
-from imgvec.embedders.registry import get_spec, resolve_weights
-from imgvec.images import decode, read_file
+import imgvec.embed.models.efficientnet_lite  # noqa: F401  (registers efficientnet_lite0)
+from imgvec.decode.images import decode, read_file
+from imgvec.embed.registry import get_spec, resolve_weights
+from imgvec.embed.runtime import Embedder, build_model, preprocess_image
 from tests.conftest import SHARED_EVAL
 from tests.test_ukbench import ukbench_ns_through_cli
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics, ground-truth loading, copy-detection transforms (imgvec.evaluate)."""
+"""Evaluation metrics, ground-truth loading, copy-detection transforms (imgvec.tools.evaluate)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgvec.api import Library
 from imgvec.errors import ImgvecError
-from imgvec.evaluate import (
+from imgvec.index import recall
+from imgvec.tools.evaluate import (
     average_precision,
     copy_detection,
     evaluate,
     load_groundtruth,
-    recall_at,
 )
-from imgvec.library import Library
-from imgvec.transforms import TRANSFORMS, make_variant
+from imgvec.tools.perturb import TRANSFORMS, make_variant
 from tests.conftest import SHARED_EVAL, make_image
 
 GROUPS = 5
@@ -69,10 +69,10 @@ def test_average_precision_on_a_hand_made_ranking() -> None:
 
 
 def test_recall_at_k_on_a_hand_made_ranking() -> None:
-    ranking = [False, True, False, True]
-    assert recall_at(ranking, 3, 1) == 0.0
-    assert recall_at(ranking, 3, 2) == pytest.approx(1 / 3)
-    assert recall_at(ranking, 3, 10) == pytest.approx(2 / 3)
+    ranking = [[5, 1, 6, 2]]  # relevant: 1, 2, 3
+    assert recall.recall_at_k([{1, 2, 3}], ranking, 1) == 0.0
+    assert recall.recall_at_k([{1, 2, 3}], ranking, 2) == pytest.approx(1 / 3)
+    assert recall.recall_at_k([{1, 2, 3}], ranking, 10) == pytest.approx(2 / 3)
 
 
 # --- ground truth ----------------------------------------------------------------------------

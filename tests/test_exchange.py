@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgvec import exchange, store
+from imgvec.api import Library
+from imgvec.embed.loader import Models
 from imgvec.errors import ImgvecError
-from imgvec.library import Library
-from imgvec.schema import Image
+from imgvec.ops import exchange
+from imgvec.storage import store
+from imgvec.storage.schema import Image
 from tests.conftest import make_image
 from tests.fake_model import FAKE_DIM
 
@@ -50,7 +52,7 @@ def lib_a(tmp_path: Path) -> Iterator[Library]:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_export_contents(lib_a: Library, tmp_path: Path, fmt: str) -> None:
     out = tmp_path / "out" / FORMATS[fmt]
-    info = exchange.export_vectors(lib_a, out)
+    info = lib_a.export_vectors(out)
     assert info.format == fmt and info.vectors == 8 and info.dim == FAKE_DIM
     assert info.size_bytes == out.stat().st_size > 0
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".tmp-")]
@@ -76,19 +78,19 @@ def test_export_file_layouts(lib_a: Library, tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    exchange.export_vectors(lib_a, tmp_path / "v.npz")
+    lib_a.export_vectors(tmp_path / "v.npz")
     with np.load(tmp_path / "v.npz", allow_pickle=False) as npz:
         assert npz["vectors"].shape == (8, FAKE_DIM) and npz["vectors"].dtype == np.float32
         assert npz["ids"].shape == npz["paths"].shape == npz["hashes"].shape == (8,)
         assert json.loads(str(npz["model"]))["name"] == "fake"
 
-    exchange.export_vectors(lib_a, tmp_path / "v.parquet")
+    lib_a.export_vectors(tmp_path / "v.parquet")
     table = pq.read_table(tmp_path / "v.parquet")
     assert table.column_names == ["id", "path", "content_hash", "vector"]
     assert table.schema.field("vector").type == pa.list_(pa.float32(), FAKE_DIM)
     assert json.loads(table.schema.metadata[b"imgvec"])["dim"] == FAKE_DIM
 
-    exchange.export_vectors(lib_a, tmp_path / "v.bin", fmt="hdf5")  # format named, not guessed
+    lib_a.export_vectors(tmp_path / "v.bin", fmt="hdf5")  # format named, not guessed
     with h5py.File(tmp_path / "v.bin", "r") as handle:
         assert handle["vectors"].shape == (8, FAKE_DIM)
         assert handle.attrs["name"] == "fake" and handle.attrs["dim"] == FAKE_DIM
@@ -99,7 +101,7 @@ def test_round_trip_without_running_the_model(
     lib_a: Library, tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / FORMATS[fmt]
-    exchange.export_vectors(lib_a, out)
+    lib_a.export_vectors(out)
     # Library B: the same pictures, copied elsewhere (matched by hash), embedded with fake3 only.
     shutil.copytree(tmp_path / "photos", tmp_path / "photos-b")
     make_image(tmp_path / "photos-b" / "extra.png", seed=999)  # B has one picture A lacks
@@ -110,8 +112,8 @@ def test_round_trip_without_running_the_model(
         def no_model(*_args: object, **_kwargs: object) -> None:
             raise AssertionError("import must not run a model")
 
-        monkeypatch.setattr(Library, "embedder", no_model)
-        info = exchange.import_vectors(lib_b, out)
+        monkeypatch.setattr(Models, "embedder", no_model)
+        info = lib_b.import_vectors(out)
         assert (info.rows, info.imported, info.by_hash, info.by_path) == (8, 8, 8, 0)
         assert info.unmatched == 0 and info.created_model
         assert info.model.startswith("fake/grid")
@@ -135,13 +137,13 @@ def test_round_trip_without_running_the_model(
         assert [hit.path for hit in result.hits] == [str(query)]
         assert result.hits[0].score == pytest.approx(1.0, abs=1e-5)
 
-        again = exchange.import_vectors(lib_b, out)  # idempotent
+        again = lib_b.import_vectors(out)  # idempotent
         assert (again.imported, again.already_present, again.created_model) == (0, 8, False)
 
 
 def test_import_matches_by_path_when_hashes_are_missing(lib_a: Library, tmp_path: Path) -> None:
     out = tmp_path / "v.npz"
-    exchange.export_vectors(lib_a, out)
+    lib_a.export_vectors(out)
     with np.load(out, allow_pickle=False) as npz:
         arrays = dict(npz)
     arrays["hashes"] = np.array([""] * 8)
@@ -150,22 +152,22 @@ def test_import_matches_by_path_when_hashes_are_missing(lib_a: Library, tmp_path
         np.savez(handle, **arrays)
     with Library.open(tmp_path / "b") as lib_b:
         lib_b.add([tmp_path / "photos"], model="fake3", weights="none")
-        info = exchange.import_vectors(lib_b, out)
+        info = lib_b.import_vectors(out)
         assert (info.imported, info.by_hash, info.by_path, info.unmatched) == (7, 0, 7, 1)
 
 
 def test_import_into_an_empty_library_activates_the_model(lib_a: Library, tmp_path: Path) -> None:
     out = tmp_path / "v.parquet"
-    exchange.export_vectors(lib_a, out)
+    lib_a.export_vectors(out)
     with Library.open(tmp_path / "b") as lib_b:
-        info = exchange.import_vectors(lib_b, out)
+        info = lib_b.import_vectors(out)
         assert (info.imported, info.unmatched) == (0, 8)
         assert lib_b.model() is not None and lib_b.model().name == "fake"
 
 
 def test_dimension_mismatch_is_refused(lib_a: Library, tmp_path: Path) -> None:
     out = tmp_path / "v.npz"
-    exchange.export_vectors(lib_a, out)
+    lib_a.export_vectors(out)
     with np.load(out, allow_pickle=False) as npz:
         arrays = dict(npz)
     identity = json.loads(str(arrays["model"]))
@@ -174,22 +176,22 @@ def test_dimension_mismatch_is_refused(lib_a: Library, tmp_path: Path) -> None:
     with open(out, "wb") as handle:
         np.savez(handle, **arrays)
     with pytest.raises(ImgvecError, match="declares 49-d"):
-        exchange.import_vectors(lib_a, out)
+        lib_a.import_vectors(out)
 
 
 def test_format_errors(lib_a: Library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ImgvecError, match="cannot tell the format"):
-        exchange.export_vectors(lib_a, tmp_path / "v.txt")
+        lib_a.export_vectors(tmp_path / "v.txt")
     with pytest.raises(ImgvecError, match="unknown format"):
-        exchange.export_vectors(lib_a, tmp_path / "v.npz", fmt="csv")
+        lib_a.export_vectors(tmp_path / "v.npz", fmt="csv")
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed
     with pytest.raises(ImgvecError, match="pip install pyarrow"):
-        exchange.export_vectors(lib_a, tmp_path / "v.parquet")
+        lib_a.export_vectors(tmp_path / "v.parquet")
     assert not (tmp_path / "v.parquet").exists()
 
 
 def test_export_a_named_model(lib_a: Library, tmp_path: Path) -> None:
     lib_a.use_model("fake3", weights="none")  # fake3 becomes active; fake stays stored
-    info = exchange.export_vectors(lib_a, tmp_path / "v.h5", model="fake")
+    info = lib_a.export_vectors(tmp_path / "v.h5", model="fake")
     assert info.dim == FAKE_DIM and info.model.startswith("fake/grid")
-    assert exchange.export_vectors(lib_a, tmp_path / "w.h5").model.startswith("fake3/")
+    assert lib_a.export_vectors(tmp_path / "w.h5").model.startswith("fake3/")

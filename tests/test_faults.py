@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from imgvec import files, store
-from imgvec.cli import display
-from imgvec.library import Library
+from imgvec import scan
+from imgvec.api import Library
+from imgvec.cli.render import display
+from imgvec.storage import store
 from tests.conftest import FAKE_ARGS, Run, make_image, set_mtime
 
 RUNNER = Path(__file__).resolve().parent / "run_imgvec.py"
@@ -542,7 +543,7 @@ def test_every_still_image_format_pillow_decodes_is_recognised(
 
 
 def test_recognised_extensions_leave_out_what_is_not_a_photo() -> None:
-    extensions = files.image_extensions()
+    extensions = scan.image_extensions()
     assert {".jpg", ".png", ".qoi", ".pcx", ".sgi", ".icns", ".tga", ".dds", ".heic"} <= extensions
     assert not {".pdf", ".h5", ".mpg", ".mpeg", ".eps", ".txt", ".grib"} & extensions
 
@@ -590,7 +591,7 @@ def test_a_folder_of_broken_and_odd_files_is_added_or_reported_file_by_file(
     assert len(ignored) == report["ignored"]
     ignored_paths = {line.removeprefix("ignored: ").rsplit(": ", 1)[0] for line in ignored}
     added = library_paths(library)
-    for path in map(files.normalize, written):  # each in exactly one of the three
+    for path in map(scan.normalize, written):  # each in exactly one of the three
         assert [path in added, path in errors, display(path) in ignored_paths].count(True) == 1
     assert report["added"] + report["failed"] + report["ignored"] == len(written)
     assert int(peak.read_text()) / 1024 < PEAK_MEMORY_BOUND_MB

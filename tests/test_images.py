@@ -1,6 +1,6 @@
-"""Unit tests of imgvec.images (decoding to upright 8-bit RGB, refusing bad input), of the
-content sniffing in imgvec.files that decides which files are tried at all, and of
-imgvec.embed.prepare on a corpus of broken and odd files (tests/fault_corpus.py)."""
+"""Unit tests of imgvec.decode.images (decoding to upright 8-bit RGB, refusing bad input), of the
+content sniffing in imgvec.scan that decides which files are tried at all, and of
+imgvec.embed.runtime.prepare on a corpus of broken and odd files (tests/fault_corpus.py)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ import torch
 from PIL import Image, ImageFile
 from torchvision.transforms.v2 import functional as F
 
-from imgvec import embed, files, images
-from imgvec.embedders.registry import Preprocess
+from imgvec import scan
+from imgvec.decode import images
+from imgvec.decode.images import MAX_PIXELS, Picture, decode, read_file, to_rgb
+from imgvec.embed import runtime
+from imgvec.embed.spec import Preprocess
 from imgvec.errors import ImageError
-from imgvec.images import MAX_PIXELS, Picture, decode, read_file, to_rgb
 from tests import fault_corpus as corpus
 
 RED = (255, 0, 0)
@@ -345,15 +347,15 @@ def test_bomb_limit_does_not_depend_on_pillows_global_setting(
 def test_png_without_extension_is_recognised_by_content(tmp_path: Path) -> None:
     path = tmp_path / "scan"
     path.write_bytes(encode(Image.new("RGB", (4, 4)), "PNG"))
-    assert files.has_image_signature(path.read_bytes()[:16])
-    assert files.looks_like_image(str(path))
+    assert scan.has_image_signature(path.read_bytes()[:16])
+    assert scan.looks_like_image(str(path))
 
 
 def test_text_file_without_image_extension_is_not_a_candidate(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("shopping list: eggs, milk\n")
-    assert not files.has_image_signature(path.read_bytes()[:16])
-    assert not files.looks_like_image(str(path))
+    assert not scan.has_image_signature(path.read_bytes()[:16])
+    assert not scan.looks_like_image(str(path))
 
 
 def test_text_file_with_image_extension_is_a_candidate_that_decode_rejects(
@@ -361,8 +363,8 @@ def test_text_file_with_image_extension_is_a_candidate_that_decode_rejects(
 ) -> None:
     path = tmp_path / "fake.jpg"
     path.write_text("not really a jpeg\n")
-    assert not files.has_image_signature(path.read_bytes()[:16])
-    assert files.looks_like_image(str(path))  # by its extension
+    assert not scan.has_image_signature(path.read_bytes()[:16])
+    assert scan.looks_like_image(str(path))  # by its extension
     with pytest.raises(ImageError, match="not an image"):
         decode(read_file(str(path)))
 
@@ -370,22 +372,22 @@ def test_text_file_with_image_extension_is_a_candidate_that_decode_rejects(
 def test_extension_match_ignores_case(tmp_path: Path) -> None:
     path = tmp_path / "IMG_0001.JPEG"
     path.write_text("x")
-    assert files.looks_like_image(str(path))
+    assert scan.looks_like_image(str(path))
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"])
 def test_signatures_of_common_formats(fmt: str) -> None:
-    assert files.has_image_signature(encode(Image.new("RGB", (4, 4)), fmt)[:16])
+    assert scan.has_image_signature(encode(Image.new("RGB", (4, 4)), fmt)[:16])
 
 
 def test_walk_finds_images_by_content_and_skips_other_files(tmp_path: Path) -> None:
     (tmp_path / "scan").write_bytes(encode(Image.new("RGB", (4, 4)), "PNG"))
     (tmp_path / "notes.txt").write_text("hello\n")
     (tmp_path / "fake.jpg").write_text("not a jpeg\n")
-    walked = list(files.walk([str(tmp_path)]))
-    found = [item for item in walked if isinstance(item, files.FoundFile)]
+    walked = list(scan.walk([str(tmp_path)]))
+    found = [item for item in walked if isinstance(item, scan.FoundFile)]
     assert sorted(Path(item.path).name for item in found) == ["fake.jpg", "scan"]
-    assert [(Path(i.path).name, i.reason) for i in walked if isinstance(i, files.Ignored)] == [
+    assert [(Path(i.path).name, i.reason) for i in walked if isinstance(i, scan.Ignored)] == [
         ("notes.txt", "not an image")
     ]
 
@@ -487,9 +489,9 @@ def test_any_exception_while_preprocessing_becomes_a_reason(
     def broken(*_args: object) -> torch.Tensor:
         raise ValueError("bad\nsize")
 
-    monkeypatch.setattr(embed, "preprocess_image", broken)
+    monkeypatch.setattr(runtime, "preprocess_image", broken)
     with pytest.raises(ImageError, match=r"^cannot prepare the image for the model: bad size$"):
-        embed.prepare(encode(Image.new("RGB", (4, 4)), "PNG"), Preprocess(32, 32))
+        runtime.prepare(encode(Image.new("RGB", (4, 4)), "PNG"), Preprocess(32, 32))
 
 
 def test_avif_without_its_image_item_is_a_corrupt_image() -> None:
@@ -550,7 +552,7 @@ def test_every_corpus_file_decodes_or_gives_a_reason(fault_corpus: list[Path]) -
     reasons: dict[str, str] = {}
     for path in fault_corpus:
         try:
-            picture, tensor = embed.prepare(read_file(str(path)), CORPUS_PREP)
+            picture, tensor = runtime.prepare(read_file(str(path)), CORPUS_PREP)
         except ImageError as error:
             reasons[path.name] = str(error)
             continue
@@ -578,7 +580,7 @@ _DECODE_ALL = """
 import os, sys
 from pathlib import Path
 from imgvec.errors import ImageError
-from imgvec.images import decode, read_file
+from imgvec.decode.images import decode, read_file
 # libtiff prints on file descriptor 2 itself (the command line holds that back, see
 # test_faults); sys.stderr, where Python's warnings go, stays the captured pipe.
 sys.stderr = os.fdopen(os.dup(2), "w")
@@ -631,7 +633,7 @@ def test_ordinary_pictures_are_preprocessed_as_before(
     size: tuple[int, int], prep: Preprocess
 ) -> None:
     image = _noise(size)
-    tensor = embed.preprocess_image(image, prep)
+    tensor = runtime.preprocess_image(image, prep)
     assert tensor.shape == (3, prep.crop, prep.crop)
     torch.testing.assert_close(tensor, _resize_whole_then_crop(image, prep), rtol=0, atol=1e-5)
 
@@ -651,9 +653,9 @@ def test_extreme_pictures_give_the_pixels_of_the_whole_resize(
     """Past WHOLE_RESIZE_ASPECT only the cropped part is resampled, at the same positions as
     the whole resize: pixels are at most 2 of 255 levels apart (Pillow may run its two passes
     in the other order, rounding in between), 0.3 on average."""
-    assert max(size) > embed.WHOLE_RESIZE_ASPECT * min(size)
+    assert max(size) > runtime.WHOLE_RESIZE_ASPECT * min(size)
     image = _noise(size, seed=1)
-    tensor = embed.preprocess_image(image, prep)
+    tensor = runtime.preprocess_image(image, prep)
     expected = _resize_whole_then_crop(image, prep)
     levels = (tensor - expected).abs() * torch.tensor(prep.std).view(3, 1, 1) * 255
     assert tensor.shape == (3, prep.crop, prep.crop)
@@ -664,8 +666,8 @@ def test_extreme_pictures_give_the_pixels_of_the_whole_resize(
 _PEAK_MEMORY = """
 import io, resource, sys
 from PIL import Image
-from imgvec.embed import prepare
-from imgvec.embedders.registry import Preprocess
+from imgvec.embed.runtime import prepare
+from imgvec.embed.spec import Preprocess
 
 def png(size):
     buffer = io.BytesIO()

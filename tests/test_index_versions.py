@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from imgvec import store
-from imgvec.library import Library
+from imgvec.api import Library
+from imgvec.embed.loader import Models
+from imgvec.storage import store
 from tests.conftest import FAKE_ARGS, make_image
 
 pytestmark = pytest.mark.databases
@@ -138,7 +139,7 @@ def test_compact_folds_everything_into_one_base(
 def test_rebuild_loads_no_model_and_ivf_records_measured_recall(
     imgvec, library_with_photos: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Library, "embedder", lambda self: pytest.fail("model loaded"))
+    monkeypatch.setattr(Models, "embedder", lambda *a: pytest.fail("model loaded"))
     result = imgvec("index", "build", "--kind", "ivf", "--nlist", "2", "--json")
     assert result.exit_code == 0, result.stderr
     built = result.json()
@@ -223,7 +224,7 @@ def test_a_removal_shows_even_while_another_process_holds_the_write_lock(
 ) -> None:
     with Library.open(library) as writer, writer.writing():
         with writer.session() as session, session.begin():
-            from imgvec import store
+            from imgvec.storage import store
 
             [victim] = store.image_ids_under(session, [str(library_with_photos / "img001.jpg")])
             store.delete_images(session, [victim])
@@ -244,7 +245,7 @@ def test_a_library_from_revision_0001_gets_its_index_rebuilt(
 ) -> None:
     from alembic import command
 
-    from imgvec.db import alembic_config
+    from imgvec.storage.engine import alembic_config
 
     url = f"sqlite:///{library / 'imgvec.db'}"
     shutil.copy(library / "imgvec.db", library / "backup.db")
@@ -259,7 +260,7 @@ def test_a_library_from_revision_0001_gets_its_index_rebuilt(
 def test_one_library_object_sees_every_change_despite_its_search_cache(
     library_with_photos: Path, library: Path
 ) -> None:
-    from imgvec import store
+    from imgvec.storage import store
 
     with Library.open(library) as lib:
         query = [library_with_photos / "img020.jpg"]

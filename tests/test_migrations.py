@@ -13,8 +13,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from imgvec.db import alembic_config, current_revision, head_revision, make_engine, upgrade_schema
-from imgvec.schema import Base
+from imgvec.storage.engine import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+    upgrade_schema,
+)
+from imgvec.storage.schema import Base
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,7 +151,7 @@ def test_an_interrupted_upgrade_leaves_the_old_schema_and_can_run_again(tmp_path
 def test_two_processes_creating_one_library_at_once_both_succeed(tmp_path: Path) -> None:
     """The second waits for the first one's transaction, then finds nothing left to do."""
     script = (
-        "import sys; from imgvec.db import make_engine, upgrade_schema; "
+        "import sys; from imgvec.storage.engine import make_engine, upgrade_schema; "
         "upgrade_schema(make_engine(sys.argv[1]))"
     )
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"

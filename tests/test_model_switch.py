@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imgvec.library import Library
+from imgvec.embed.loader import Models
 from tests.conftest import FAKE_ARGS, make_image
 from tests.fake_model import FAKE3_DIM, FAKE_DIM
 
@@ -45,7 +45,7 @@ def test_model_use_embeds_beside_then_switches(imgvec, photos40: Path) -> None:
 def test_interrupted_switch_keeps_the_old_model_and_resumes(
     imgvec, photos40: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from imgvec.embed import Embedder
+    from imgvec.embed.runtime import Embedder
 
     original = Embedder.embed_tensors
     calls = {"n": 0}
@@ -75,7 +75,7 @@ def test_interrupted_switch_keeps_the_old_model_and_resumes(
 
 def test_switching_back_is_instant(imgvec, photos40: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     imgvec("model", "use", "fake3", "--weights", "none")
-    monkeypatch.setattr(Library, "embedder", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(Models, "embedder", lambda *a: pytest.fail("a model was loaded"))
     back = imgvec("model", "use", "fake", "--json")
     assert back.exit_code == 0, back.stderr
     assert (back.json()["embedded"], back.json()["already"], back.json()["switched"]) == (

@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from imgvec.embed import (
+from imgvec.embed.registry import available, get_spec, resolve_weights
+from imgvec.embed.runtime import (
     Embedder,
     auto_precision,
     build_model,
     fold_batchnorm,
     keep_freed_memory,
 )
-from imgvec.embedders.registry import available, get_spec, resolve_weights
 from imgvec.errors import ModelError, WeightsUnavailable
 from tests.conftest import SHARED_EVAL
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgvec.api import Library, QueryHit, QueryResult
 from imgvec.errors import ImgvecError
-from imgvec.library import Library, QueryHit, QueryResult
-from imgvec.plots import CELL_HEIGHT, CELL_WIDTH, contact_sheet, pca, plot_embeddings
+from imgvec.tools.plots import CELL_HEIGHT, CELL_WIDTH, contact_sheet, pca, plot_embeddings
 from tests.conftest import make_image
 
 pytest.importorskip("matplotlib")
@@ -119,7 +119,7 @@ def test_pca_matches_covariance_eigenvalues() -> None:
 
 
 def test_numeric_column_gets_a_colour_bar(tmp_path: Path) -> None:
-    from imgvec.plots import _draw
+    from imgvec.tools.plots import _draw
 
     coords, ratios = pca(np.random.default_rng(1).normal(size=(40, 8)), 2)
     values = [None if i % 7 == 0 else float(i) for i in range(40)]  # > 12 distinct numbers

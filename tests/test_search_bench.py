@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgvec import index_rules
 from imgvec.errors import ImgvecError
-from imgvec.search_bench import (
+from imgvec.index import recall, rules
+from imgvec.tools.bench import (
     TABLE_HEADER,
     BenchReport,
-    numpy_search,
     plot_bench,
-    recall_at_k,
     run_bench,
     synthetic_vectors,
 )
@@ -43,7 +41,7 @@ def test_rows_and_exact_recall(report: BenchReport) -> None:
         assert numpy_row.recall == 1.0 and flat_row.recall == 1.0
         for row in report.rows:
             assert row.p50_ms > 0 and row.mean_ms > 0 and row.build_s >= 0
-        nlist = index_rules.ivf_nlist(size)
+        nlist = rules.ivf_nlist(size)
         ivf = _rows(report, "ivf", size)
         assert [r.nprobe for r in ivf] == [p for p in NPROBES if p <= nlist]  # none above nlist
         assert all(r.nlist == nlist for r in ivf)
@@ -54,7 +52,7 @@ def test_ivf_recall_grows_with_nprobe(report: BenchReport) -> None:
         ivf = _rows(report, "ivf", size)
         recalls = [r.recall for r in ivf]
         assert recalls == sorted(recalls)
-        assert ivf[-1].nprobe == index_rules.ivf_nlist(size) and ivf[-1].recall == 1.0
+        assert ivf[-1].nprobe == rules.ivf_nlist(size) and ivf[-1].recall == 1.0
         assert 0 < ivf[0].recall <= 1.0
 
 
@@ -66,10 +64,10 @@ def test_numpy_exact_equals_faiss_flat() -> None:
     index = faiss.IndexFlatIP(32)
     index.add(base)
     _, faiss_ids = index.search(queries, 10)
-    numpy_ids = np.stack([numpy_search(base, q, 10) for q in queries])
+    numpy_ids = recall.exact_top_k(base, queries, 10)[1]
     np.testing.assert_array_equal(numpy_ids, faiss_ids)
-    assert recall_at_k(numpy_ids, faiss_ids) == 1.0
-    assert recall_at_k(numpy_ids, np.full_like(faiss_ids, -1)) == 0.0
+    assert recall.recall_at_k(numpy_ids, faiss_ids, 10) == 1.0
+    assert recall.recall_at_k(numpy_ids, np.full_like(faiss_ids, -1), 10) == 0.0
 
 
 def test_json_and_table(report: BenchReport) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imgvec import index_rules
-from imgvec.library import Library
+from imgvec.api import Library
+from imgvec.index import rules
 from tests.conftest import FAKE_ARGS, make_image
 
 pytestmark = pytest.mark.databases
@@ -154,7 +154,7 @@ def test_broad_filter_overfetches_and_still_returns_k(
 ) -> None:
     query = camera_library / "canon" / "c00.jpg"
     with monkeypatch.context() as patch:
-        patch.setattr(index_rules, "FLAT_MAX_VECTORS", 2)  # every filter counts as broad
+        patch.setattr(rules, "FLAT_MAX_VECTORS", 2)  # every filter counts as broad
         broad = imgvec("query", query, "-k", "5", "--where", "camera_make = 'Nikon'", "--json")
     assert broad.exit_code == 0, broad.stderr
     answer = broad.json()[0]
@@ -184,7 +184,7 @@ def test_python_api_offers_sessions_and_filtered_queries(
 ) -> None:
     from sqlalchemy import func, select
 
-    from imgvec.schema import Image as ImageRow
+    from imgvec.storage.schema import Image as ImageRow
 
     with Library.open(library) as lib:
         with lib.session() as session:
@@ -200,7 +200,7 @@ def test_python_api_offers_sessions_and_filtered_queries(
 def test_backfill_reads_metadata_of_older_rows(imgvec, camera_library: Path, library: Path) -> None:
     from sqlalchemy import update
 
-    from imgvec.schema import Image as ImageRow
+    from imgvec.storage.schema import Image as ImageRow
 
     with Library.open(library) as lib, lib.session() as session, session.begin():
         session.execute(

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from imgvec.embedders.registry import Layer, ModelSpec, Preprocess, register
+from imgvec.embed.registry import register
+from imgvec.embed.spec import Layer, ModelSpec, Preprocess
 from imgvec.errors import ModelError, WeightsUnavailable
 
 if TYPE_CHECKING:

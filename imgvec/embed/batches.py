@@ -1,6 +1,7 @@
 """Keeping the model busy: the next batch is read and decoded on worker threads while the current
-one runs through the model (Pillow and hashing release the GIL). :func:`load_file` is the one
-read-hash-decode step of ``add``, ``model use`` and ``query``."""
+one runs through the model (Pillow and hashing release the GIL). :func:`embedded_batches` is THE
+batch loop, and :func:`load_file` THE read-hash-decode step, of ``add``, ``model use`` and
+``query``."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from imgvec.decode.images import Picture, read_file
 from imgvec.errors import ImageError
-from imgvec.files import sha256_bytes
-from imgvec.images import Picture, read_file
+from imgvec.scan import sha256_bytes
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+
 
 Item = TypeVar("Item")
 Prepared = TypeVar("Prepared")
@@ -88,3 +91,44 @@ def load_file(
     except Exception as error:  # a decoder's bug must cost one file, not the batch
         loaded.error = f"cannot decode: {type(error).__name__}: {error}".splitlines()[0]
     return loaded
+
+
+def embedded_batches(
+    items: Sequence[Item],
+    load: Callable[[Item], Prepared],
+    loaded_of: Callable[[Prepared], Loaded],
+    embed: Callable[[torch.Tensor], np.ndarray],
+    batch_size: int,
+    known: set[str] | frozenset[str] = frozenset(),
+) -> Iterator[tuple[list[Prepared], dict[str, np.ndarray]]]:
+    """THE batch loop: ``load`` each item on worker threads, a batch ahead of the model, and yield
+    ``(batch, vectors)``: the vectors (float32, (dim,)) of the batch's contents, by content hash,
+    for those not in ``known`` (see :func:`embed_new_contents`). When the caller asks for the
+    next batch, the pictures and tensors of the last one are dropped, so that at most two
+    batches of pixels are alive: the one being embedded and the one being decoded."""
+    for batch in prefetched_batches(items, load, batch_size):
+        loaded = [loaded_of(item) for item in batch]
+        yield batch, embed_new_contents(embed, loaded, known)
+        for done in loaded:  # the caller is done with them: do not hold three batches of pixels
+            done.picture = done.tensor = None
+
+
+def embed_new_contents(
+    embed: Callable[[torch.Tensor], np.ndarray],
+    loaded: Sequence[Loaded],
+    known: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, np.ndarray]:
+    """Vectors of the contents (by hash) not in ``known``, each embedded once: copies in a
+    batch share one forward pass. ``embed`` (a batch (B, 3, H, W) -> (B, dim) float32) is only
+    called, and so the model only loaded, when there is something to embed."""
+    fresh: dict[str, torch.Tensor] = {}
+    for item in loaded:
+        content_hash = item.content_hash
+        if item.tensor is not None and content_hash is not None and content_hash not in known:
+            fresh.setdefault(content_hash, item.tensor)
+    if not fresh:
+        return {}
+    import torch
+
+    embedded = embed(torch.stack(list(fresh.values())))
+    return dict(zip(fresh, embedded, strict=True))

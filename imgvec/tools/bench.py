@@ -3,10 +3,11 @@
 Every method searches the same vectors with the same queries, one query at a time (as
 ``imgvec query`` does), and is scored by recall@k against the NumPy exact result:
 
-- ``numpy``: brute-force cosine (matrix product + argpartition) over L2-normalised vectors;
+- ``numpy``: brute-force cosine over L2-normalised vectors
+  (:func:`imgvec.index.recall.exact_top_k`);
 - ``flat``: ``faiss.IndexFlatIP``, exact;
 - ``ivf``: ``faiss.IndexIVFFlat`` (inner product) with the library's own sizing rules
-  (:func:`imgvec.index_rules.ivf_nlist`, :func:`imgvec.index_rules.training_size`), at several
+  (:func:`imgvec.index.rules.ivf_nlist`, :func:`imgvec.index.rules.training_size`), at several
   nprobe values (those above nlist are skipped).
 
 By default the vectors are synthetic: L2-normalised points around random cluster centres, like
@@ -24,11 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
-from imgvec import index_rules
 from imgvec.errors import ImgvecError
+from imgvec.index import faiss_ops, recall
 
 DEFAULT_SIZES = (100, 1_000, 10_000, 100_000)
 DEFAULT_DIM = 768
@@ -151,50 +151,34 @@ def run_bench(
 def _bench_size(
     base: np.ndarray, queries: np.ndarray, k: int, nprobes: tuple[int, ...], seed: int
 ) -> list[BenchRow]:
-    n, dim = base.shape
+    n = len(base)
     k = min(k, n)
     rows: list[BenchRow] = []
 
-    truth, times = _time_queries(lambda q: numpy_search(base, q, k), queries)
+    truth, times = _time_queries(lambda q: recall.exact_top_k(base, q[None], k)[1][0], queries)
     rows.append(_row("numpy", n, None, 0.0, times, 1.0))
 
+    row_ids = np.arange(n, dtype=np.int64)
     start = time.perf_counter()
-    flat = faiss.IndexFlatIP(dim)
-    flat.add(base)
+    flat = faiss_ops.Segment(faiss_ops.flat(row_ids, base), "flat")
     build_s = time.perf_counter() - start
-    found, times = _time_queries(lambda q: flat.search(q[None, :], k)[1][0], queries)
-    rows.append(_row("flat", n, None, build_s, times, recall_at_k(truth, found)))
+    found, times = _time_queries(lambda q: faiss_ops.search([flat], q[None], k)[1][0], queries)
+    rows.append(_row("flat", n, None, build_s, times, recall.recall_at_k(truth, found, k)))
 
-    nlist = index_rules.ivf_nlist(n)
     start = time.perf_counter()
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    ivf.cp.seed = seed
-    train = index_rules.training_size(n, nlist)
-    rng = np.random.default_rng(seed)
-    ivf.train(base if train >= n else base[rng.choice(n, train, replace=False)])
-    ivf.add(base)
+    built = faiss_ops.train(row_ids, base, "ivf", seed=seed)
     build_s = time.perf_counter() - start
+    nlist = built.params["nlist"]
     for nprobe in sorted(set(nprobes)):
         if nprobe < 1 or nprobe > nlist:
             continue
-        ivf.nprobe = nprobe
-        found, times = _time_queries(lambda q: ivf.search(q[None, :], k)[1][0], queries)
-        rows.append(_row("ivf", n, nprobe, build_s, times, recall_at_k(truth, found), nlist=nlist))
+        ivf = [faiss_ops.Segment(built.index, "ivf", {"nprobe": nprobe})]
+        found, times = _time_queries(
+            lambda q, ivf=ivf: faiss_ops.search(ivf, q[None], k)[1][0], queries
+        )
+        measured = recall.recall_at_k(truth, found, k)
+        rows.append(_row("ivf", n, nprobe, build_s, times, measured, nlist=nlist))
     return rows
-
-
-def numpy_search(base: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """Row numbers of the k vectors of ``base`` most similar to ``query`` (cosine), best first."""
-    scores = base @ query
-    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    return top[np.argsort(-scores[top], kind="stable")]
-
-
-def recall_at_k(truth: np.ndarray, found: np.ndarray) -> float:
-    """The share of the true top-k that was found, averaged over the queries."""
-    k = truth.shape[1]
-    hits = sum(len(np.intersect1d(t, f[f >= 0])) for t, f in zip(truth, found, strict=True))
-    return hits / (k * len(truth))
 
 
 def _time_queries(

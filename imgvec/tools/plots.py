@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from imgvec import store, user_sql
 from imgvec.atomic import atomic_write
+from imgvec.decode.images import decode, read_file
 from imgvec.errors import ImageError, ImgvecError
-from imgvec.images import decode, read_file
+from imgvec.storage import store, user_sql
 
 if TYPE_CHECKING:
-    from imgvec.library import Library, QueryResult
+    from imgvec.api import Library, QueryResult
 
 __all__ = [
     "CELL_HEIGHT",

@@ -13,23 +13,22 @@ unreferenced files, which the next writer deletes. Writers hold the library's wr
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from imgvec import faiss_index, index_files, index_rules, recall, store
 from imgvec.errors import ImgvecError
-from imgvec.files import sha256_file
-from imgvec.index_files import INDEX_DIR
-from imgvec.schema import EmbeddingModel, IndexSegment, IndexVersion
+from imgvec.index import artifacts, faiss_ops, recall, rules
+from imgvec.index.artifacts import INDEX_DIR
+from imgvec.scan import sha256_file
+from imgvec.storage import store
+from imgvec.storage.schema import EmbeddingModel, IndexSegment, IndexVersion
+from imgvec.types import GcReport, IndexVersionInfo, VerifyReport
 
 AUTO_KEEP_RETIRED = 2
 """Retired versions kept after each update (``imgvec index gc --keep`` trims further)."""
@@ -37,45 +36,6 @@ AUTO_KEEP_RETIRED = 2
 
 def total_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    id: int
-    kind: str
-    params: dict[str, Any]
-    n_vectors: int
-    change_seq: int
-    train_size: int | None
-    recall: float | None
-    operation: str
-    status: str
-    created_at: datetime
-    segments: list[dict[str, Any]]
-
-
-@dataclass
-class VerifyReport:
-    version: int | None
-    checked_segments: int = 0
-    live_vectors: int = 0
-    pending_changes: int = 0
-    problems: list[str] = field(default_factory=list)
-    leftovers: list[str] = field(default_factory=list)
-    """imgvec's own files that no row names, left by an interrupted write: harmless; the next
-    writing command deletes them."""
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-@dataclass(frozen=True)
-class GcReport:
-    versions_deleted: int
-    files_deleted: int
-    bytes_freed: int
-    changes_pruned: int
 
 
 class IndexStore:
@@ -93,9 +53,9 @@ class IndexStore:
         self.model = model
         self.notice = notice
         self.target_recall = target_recall
-        self.memory_budget = memory_budget or index_rules.memory_budget(total_memory())
-        self._loaded: dict[int, faiss_index.Segment] = {}
-        self._searching: tuple[tuple[int, int], list[faiss_index.Segment]] | None = None
+        self.memory_budget = memory_budget or rules.memory_budget(total_memory())
+        self._loaded: dict[int, faiss_ops.Segment] = {}
+        self._searching: tuple[tuple[int, int], list[faiss_ops.Segment]] | None = None
 
     # --- writing (the caller holds the write lock) -----------------------------------------------
 
@@ -124,13 +84,13 @@ class IndexStore:
         new_segments = list(segments)
         if len(ids):
             new_segments.append(
-                self._write_segment(faiss_index.flat(ids, vectors), "delta", len(ids), seq)
+                self._write_segment(faiss_ops.flat(ids, vectors), "delta", len(ids), seq)
             )
         version = self._record(
             new_segments,
             "update",
             active.kind,
-            _params(active),
+            artifacts.params(active),
             n_live,
             seq,
             active.train_size,
@@ -148,17 +108,17 @@ class IndexStore:
             seq = store.last_change(session, self.model.id)
             active = store.active_version(session, self.model.id)
             ids, vectors = store.all_vectors(session, self.model.id, self.model.dim)
-        kind = kind or index_rules.choose_kind(
+        kind = kind or rules.choose_kind(
             len(ids), self.model.dim, self.memory_budget, active.kind if active else None
         )
-        if kind != "flat" and len(ids) < index_rules.MIN_POINTS_PER_LIST:
+        if kind != "flat" and len(ids) < rules.MIN_POINTS_PER_LIST:
             raise ImgvecError(
-                f"an {kind} index needs at least {index_rules.MIN_POINTS_PER_LIST} "
+                f"an {kind} index needs at least {rules.MIN_POINTS_PER_LIST} "
                 f"vectors to train; the library has {len(ids)}"
             )
         if kind != "flat":
             self.notice(f"Training the {kind.upper()} index on {len(ids)} vectors")
-        built = faiss_index.build(
+        built = faiss_ops.build(
             ids, vectors, kind, nlist=nlist, nprobe=nprobe, target_recall=self.target_recall
         )
         base = self._write_segment(built.index, "base", len(ids), seq)
@@ -194,17 +154,14 @@ class IndexStore:
             changed = {i: s for i, s in changed.items() if s <= seq}
             ids, vectors = store.vectors_of(session, self.model.id, self.model.dim, changed)
             n_live = store.count_vectors(session, self.model.id)
-        wanted = index_rules.choose_kind(n_live, self.model.dim, self.memory_budget, active.kind)
-        reason = index_rules.retrain_reason(
-            active.kind, wanted, n_live, _params(active).get("nlist"), None, self.target_recall
-        )
+        reason = self._retrain_reason(active, n_live)
         if reason:
             self.notice(f"Retraining the index: {reason}")
             return self.build()
-        index = faiss_index.load(self.root / base.path)
+        index = faiss_ops.load(self.root / base.path)
         dead = np.fromiter(changed, dtype=np.int64, count=len(changed))
-        index = faiss_index.fold(index, dead, ids, vectors)
-        params, measured = _params(active), active.recall
+        index = faiss_ops.fold(index, dead, ids, vectors)
+        params, measured = artifacts.params(active), active.recall
         if active.kind == "ivf":  # IVF-Flat at nprobe=nlist is exact: recall needs no vectors
             measured = self._retune(index, params)
             if measured < self.target_recall:
@@ -232,47 +189,36 @@ class IndexStore:
         base, deltas = segments[0], segments[1:]
         with self.sessions() as session:
             changes = len(store.changed_since(session, self.model.id, base.created_seq))
-        wanted = index_rules.choose_kind(
-            version.n_vectors, self.model.dim, self.memory_budget, version.kind
-        )
-        reason = index_rules.retrain_reason(
-            version.kind,
-            wanted,
-            version.n_vectors,
-            _params(version).get("nlist"),
-            None,
-            self.target_recall,
-        )
+        reason = self._retrain_reason(version, version.n_vectors)
         if reason:
             self.notice(f"Retraining the index: {reason}")
             return self.build()
-        if index_rules.should_compact(base.n_vectors, changes, len(deltas)):
+        if rules.should_compact(base.n_vectors, changes, len(deltas)):
             self.notice(f"Compacting the index ({len(deltas)} delta segments, {changes} changes)")
             return self.compact()
         return version
 
+    def _retrain_reason(self, version: IndexVersion, n_vectors: int) -> str | None:
+        """THE retrain decision for a version of ``n_vectors`` (see ``rules.retrain_reason``)."""
+        wanted = rules.choose_kind(n_vectors, self.model.dim, self.memory_budget, version.kind)
+        return rules.retrain_reason(
+            version.kind,
+            wanted,
+            n_vectors,
+            artifacts.params(version).get("nlist"),
+            None,
+            self.target_recall,
+        )
+
     def _retune(self, index: Any, params: dict[str, Any]) -> float:
-        import faiss
-
-        query_ids = recall.sample_ids(faiss_index.stored_ids(index))
-        queries = np.vstack([index.reconstruct(int(i)) for i in query_ids])
-        nlist = int(params["nlist"])
-        ivf = faiss.extract_index_ivf(index)
-        truth = ivf.search(queries, recall.K + 1, params=faiss.SearchParametersIVF(nprobe=nlist))[1]
-
-        def search_at(probe: int) -> np.ndarray:
-            return ivf.search(
-                queries, recall.K + 1, params=faiss.SearchParametersIVF(nprobe=probe)
-            )[1]
-
-        tuning = recall.tune_nprobe(search_at, query_ids, truth, nlist, self.target_recall)
+        tuning = faiss_ops.retune_ivf(index, int(params["nlist"]), self.target_recall)
         params["nprobe"] = tuning.nprobe
         return tuning.recall
 
     def rollback(self, version_id: int) -> IndexVersion:
         """Make an earlier version active again, then replay the changes made since it."""
         with self.sessions() as session, session.begin():
-            target = session.get(IndexVersion, version_id)
+            target = store.version(session, version_id)
             if target is None or target.model_id != self.model.id:
                 raise ImgvecError(
                     f"no index version {version_id} for this library's model "
@@ -301,8 +247,7 @@ class IndexStore:
             pruned = store.prune_changes(session, self.model.id, floor)
             unused = store.unreferenced_segments(session)
             paths = [s.path for s in unused]
-            for segment in unused:
-                session.delete(segment)
+            store.delete_segments(session, unused)
         files, freed = 0, 0
         for relative in paths:
             path = self.root / relative
@@ -320,12 +265,12 @@ class IndexStore:
         """Delete temporary files and segment files no row names (left by a crashed writer)."""
         with self.sessions() as session:
             known = store.segment_paths(session)
-        return index_files.remove_orphans(self.root, known)
+        return artifacts.remove_orphans(self.root, known)
 
     def _write_segment(self, index: Any, role: str, n_vectors: int, seq: int) -> IndexSegment:
         relative = f"{INDEX_DIR}/m{self.model.id}-{role}-{uuid.uuid4().hex[:12]}.faiss"
         target = self.root / relative
-        faiss_index.save(index, target)
+        faiss_ops.save(index, target)
         with self.sessions() as session, session.begin():
             return store.add_segment(
                 session,
@@ -351,10 +296,9 @@ class IndexStore:
         parent: int | None,
     ) -> IndexVersion:
         with self.sessions() as session, session.begin():
-            merged = [session.merge(s) for s in segments]
             return store.add_version(
                 session,
-                merged,
+                segments,
                 params,
                 model_id=self.model.id,
                 parent_id=parent,
@@ -369,7 +313,7 @@ class IndexStore:
     def intact(self, version: IndexVersion) -> bool:
         """Every file of the version is there with its recorded size (a stat each)."""
         with self.sessions() as session:
-            return all(self._file_intact(s) for s in store.segments_of(session, version.id))
+            return artifacts.intact(self.root, session, version.id)
 
     def _file_intact(self, segment: IndexSegment, checksum: bool = False) -> bool:
         path = self.root / segment.path
@@ -391,16 +335,16 @@ class IndexStore:
             )
 
     def search(
-        self, version: IndexVersion, queries: np.ndarray, k: int, lookup: faiss_index.VectorLookup
+        self, version: IndexVersion, queries: np.ndarray, k: int, lookup: faiss_ops.VectorLookup
     ) -> tuple[np.ndarray, np.ndarray]:
         """Search a version's segments (memory-mapped), ids changed after a segment filtered.
 
         The segments with their tombstones are kept until the version or the change log moves,
         so repeated queries do not re-read the log or rebuild FAISS's id selectors.
         """
-        return faiss_index.search(self.load(version), queries, k, lookup)
+        return faiss_ops.search(self.load(version), queries, k, lookup)
 
-    def load(self, version: IndexVersion) -> list[faiss_index.Segment]:
+    def load(self, version: IndexVersion) -> list[faiss_ops.Segment]:
         """The version's segments ready to search (opened on first use, then cached)."""
         with self.sessions() as session:
             key = (version.id, store.last_change(session, self.model.id))
@@ -413,50 +357,28 @@ class IndexStore:
 
     def _with_tombstones(
         self, version: IndexVersion, segments: list[IndexSegment], changed: dict[int, int]
-    ) -> list[faiss_index.Segment]:
+    ) -> list[faiss_ops.Segment]:
         ids = np.fromiter(changed.keys(), np.int64, len(changed))
         seqs = np.fromiter(changed.values(), np.int64, len(changed))
-        params = _params(version)
+        params = artifacts.params(version)
         loaded = []
         for segment in segments:
             if segment.id not in self._loaded:
                 kind = version.kind if segment.role == "base" else "flat"
-                index = faiss_index.load(self.root / segment.path, kind)
-                self._loaded[segment.id] = faiss_index.Segment(index, kind)
+                index = faiss_ops.load(self.root / segment.path, kind)
+                self._loaded[segment.id] = faiss_ops.Segment(index, kind)
             cached = self._loaded[segment.id]
             dead = ids[seqs > segment.created_seq]
-            loaded.append(faiss_index.Segment(cached.index, cached.kind, params, dead))
+            loaded.append(faiss_ops.Segment(cached.index, cached.kind, params, dead))
         return loaded
 
-    def list_versions(self) -> list[VersionInfo]:
+    def list_versions(self) -> list[IndexVersionInfo]:
         with self.sessions() as session:
-            return [self._info(session, v) for v in store.versions(session, self.model.id)]
+            return artifacts.versions(session, self.model.id)
 
-    def _info(self, session: Session, version: IndexVersion) -> VersionInfo:
-        segments = [
-            {
-                "role": s.role,
-                "path": s.path,
-                "n_vectors": s.n_vectors,
-                "size_bytes": s.size_bytes,
-                "sha256": s.sha256,
-                "created_seq": s.created_seq,
-            }
-            for s in store.segments_of(session, version.id)
-        ]
-        return VersionInfo(
-            version.id,
-            version.kind,
-            _params(version),
-            version.n_vectors,
-            version.change_seq,
-            version.train_size,
-            version.recall,
-            version.operation,
-            version.status,
-            version.created_at,
-            segments,
-        )
+    def info(self, version: IndexVersion) -> IndexVersionInfo:
+        with self.sessions() as session:
+            return artifacts.version_info(session, version)
 
     def verify(self, writer_active: bool = False) -> VerifyReport:
         """Check files against checksums and the index against the table."""
@@ -489,7 +411,7 @@ class IndexStore:
                 report.problems.append(f"{segment.path}: checksum mismatch (file was altered)")
                 continue
             try:
-                ids = faiss_index.stored_ids(faiss_index.load(path))
+                ids = faiss_ops.stored_ids(faiss_ops.load(path))
             except RuntimeError as error:
                 report.problems.append(f"{segment.path}: unreadable ({error})")
                 continue
@@ -515,17 +437,13 @@ class IndexStore:
                 f"would be returned (e.g. ids {sorted(dead)[:5]})"
             )
         report.live_vectors = len(indexed)
-        for path in index_files.index_files(self.root):
-            relative = index_files.relative(path)
+        for path in artifacts.index_files(self.root):
+            relative = artifacts.relative(path)
             if relative in known:
                 continue
-            if index_files.is_ours(path):
+            if artifacts.is_ours(path):
                 if not writer_active:
                     report.leftovers.append(relative)
                 continue
             report.problems.append(f"{relative}: foreign file (not part of any index version)")
         return report
-
-
-def _params(version: IndexVersion) -> dict[str, Any]:
-    return json.loads(version.params)

@@ -15,8 +15,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from imgvec import index_rules, recall
 from imgvec.atomic import atomic_write
+from imgvec.index import recall, rules
 
 KINDS = ("flat", "ivf", "ivfpq")
 RERANK_FACTOR = 10
@@ -48,6 +48,23 @@ def build(
 ) -> BuiltIndex:
     """Build a base index of ``kind``; IVF kinds are trained, and nprobe tuned to the target
     recall@10 on a sample of the vectors (unless ``nprobe`` is given, which is then measured)."""
+    built = train(ids, vectors, kind, nlist=nlist, seed=seed)
+    if kind != "flat":
+        _tune(
+            built, np.asarray(ids, np.int64), np.asarray(vectors, np.float32), nprobe, target_recall
+        )
+    return built
+
+
+def train(
+    ids: np.ndarray, vectors: np.ndarray, kind: str, *, nlist: int | None = None, seed: int = 0
+) -> BuiltIndex:
+    """THE index construction: ``vectors`` (N, d) float32 under int64 ``ids``, in an index of
+    ``kind``. IVF kinds are trained on a sample (:func:`imgvec.index.rules.training_size`) with
+    ``nlist`` lists (default :func:`imgvec.index.rules.ivf_nlist`); nprobe is not yet set.
+
+    Raises ValueError for an unknown kind.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     n, dim = vectors.shape
@@ -55,26 +72,25 @@ def build(
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if kind == "flat":
         return BuiltIndex(flat(ids, vectors), "flat")
-    nlist = nlist or index_rules.ivf_nlist(n)
+    nlist = nlist or rules.ivf_nlist(n)
     quantizer = faiss.IndexFlatIP(dim)
     params: dict[str, Any] = {"nlist": nlist}
     if kind == "ivf":
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     else:
-        m = index_rules.pq_subquantizers(dim)
+        m = rules.pq_subquantizers(dim)
         index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
         params["m"] = m
     index.cp.seed = seed
-    train = index_rules.training_size(n, nlist)
+    train_size = rules.training_size(n, nlist)
     if kind == "ivfpq":  # 256 centroids per sub-quantizer want ~39 points each
-        train = min(n, max(train, 256 * index_rules.MIN_POINTS_PER_LIST))
+        train_size = min(n, max(train_size, 256 * rules.MIN_POINTS_PER_LIST))
     rng = np.random.default_rng(seed)
-    index.train(vectors if train >= n else vectors[rng.choice(n, train, replace=False)])
+    sample = vectors if train_size >= n else vectors[rng.choice(n, train_size, replace=False)]
+    index.train(sample)
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
     index.add_with_ids(vectors, ids)
-    built = BuiltIndex(index, kind, params, train_size=min(train, n))
-    _tune(built, ids, vectors, nprobe, target_recall)
-    return built
+    return BuiltIndex(index, kind, params, train_size=min(train_size, n))
 
 
 def flat(ids: np.ndarray, vectors: np.ndarray) -> faiss.Index:
@@ -105,11 +121,27 @@ def _tune(
 
     nlist = built.params["nlist"]
     if nprobe is not None:
-        result = recall.Tuning(nprobe, recall.recall_at_k(query_ids, truth, search_at(nprobe)), {})
+        result = recall.Tuning(
+            nprobe, recall.recall_at_k(truth, search_at(nprobe), own=query_ids), {}
+        )
     else:
         result = recall.tune_nprobe(search_at, query_ids, truth, nlist, target)
     built.params["nprobe"] = result.nprobe
     built.recall = result.recall
+
+
+def retune_ivf(index: faiss.Index, nlist: int, target: float) -> recall.Tuning:
+    """nprobe of an IVF-Flat index tuned to ``target`` recall@10 on a sample of its own vectors;
+    the truth is the index itself at nprobe = nlist, which is exact, so no stored vectors are
+    needed."""
+    query_ids = recall.sample_ids(stored_ids(index))
+    queries = np.vstack([index.reconstruct(int(i)) for i in query_ids])
+    ivf = faiss.extract_index_ivf(index)
+
+    def search_at(probe: int) -> np.ndarray:
+        return ivf.search(queries, recall.K + 1, params=faiss.SearchParametersIVF(nprobe=probe))[1]
+
+    return recall.tune_nprobe(search_at, query_ids, search_at(nlist), nlist, target)
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -161,7 +193,7 @@ def search(
     """Top-k (scores, ids) over all segments, dead ids filtered inside FAISS; -1 pads."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     available = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(index_rules.search_threads(len(queries), available))
+    faiss.omp_set_num_threads(rules.search_threads(len(queries), available))
     try:
         return _search(segments, queries, k, lookup)
     finally:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from imgvec.decode.exif import PhotoMetadata, read_exif, upright
 from imgvec.errors import ImageError
-from imgvec.metadata import PhotoMetadata, read_exif, upright
 
 MAX_PIXELS = 178_956_970
 """Pillow's own decompression-bomb error limit (2 x ``Image.MAX_IMAGE_PIXELS``), checked on the

@@ -16,15 +16,9 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from imgvec.embedders.registry import (
-    PRECISIONS,
-    RANDOM_SEED,
-    ModelSpec,
-    Preprocess,
-    WeightsChoice,
-)
+from imgvec.decode.images import Picture, decode, one_line
+from imgvec.embed.spec import PRECISIONS, RANDOM_SEED, ModelSpec, Preprocess, WeightsChoice
 from imgvec.errors import ImageError, WeightsUnavailable
-from imgvec.images import Picture, decode, one_line
 
 OFFLINE_HINT = (
     "use the offline model, whose weights install with imgvec (--model efficientnet_lite0), or "
@@ -86,7 +80,7 @@ def prepare(data: bytes, prep: Preprocess) -> tuple[Picture, torch.Tensor]:
 
     JPEGs are decoded at a reduced size that still covers the resize (``draft``), so a
     12-megapixel photo costs a fraction of a full decode; very large images of other formats are
-    box-reduced likewise (:func:`imgvec.images.decode`).
+    box-reduced likewise (:func:`imgvec.decode.images.decode`).
 
     Raises :class:`ImageError` with a one-line reason for anything wrong with this one file,
     ``MemoryError`` included; only ``KeyboardInterrupt`` and ``SystemExit`` pass through.

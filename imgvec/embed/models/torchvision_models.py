@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from imgvec.embedders.registry import Layer, ModelSpec, Preprocess, register
+from imgvec.embed.registry import register
+from imgvec.embed.spec import Layer, ModelSpec, Preprocess
 
 
 def _torchvision_model(name: str) -> Callable[[], nn.Module]:

@@ -17,96 +17,55 @@ cannot be written fails alone.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from imgvec import files, store
+from imgvec import scan
+from imgvec.embed.batches import Loaded, embedded_batches, load_file
+from imgvec.embed.loader import Prepare
 from imgvec.errors import storage_problem
-from imgvec.images import Picture
-from imgvec.metadata import METADATA_COLUMNS
-from imgvec.pipeline import Loaded, load_file, prefetched_batches
+from imgvec.ops.parts import Parts
 from imgvec.reporting import progress
-from imgvec.schema import Image, utcnow
+from imgvec.storage import store
+from imgvec.storage.schema import EmbeddingModel, Image
+from imgvec.types import AddReport
 
 if TYPE_CHECKING:
-    import torch
-
-    from imgvec.embed import Embedder
-    from imgvec.library import Library
+    import numpy as np
 
 DEFAULT_BATCH_SIZE = 32
 
 
-@dataclass(frozen=True)
-class FileError:
-    path: str
-    reason: str
-
-
-@dataclass
-class AddReport:
-    added: int = 0
-    updated: int = 0
-    moved: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    failed: int = 0
-    ignored: int = 0
-    """Files in the folders that are not images (or are hidden); ``--verbose`` lists them."""
-    kept: int = 0
-    """Library images that could not be checked (unreadable or emptied folder): left as they
-    were, not removed."""
-    errors: list[FileError] = field(default_factory=list)
-    known_failures: int = 0
-    """Unchanged files that earlier runs could not read (counted in ``unchanged``)."""
-    interrupted: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary(self) -> str:
-        text = (
-            f"added {self.added}, updated {self.updated}, moved {self.moved}, "
-            f"unchanged {self.unchanged}, removed {self.removed}, failed {self.failed}, "
-            f"ignored {self.ignored}"
-        )
-        if self.kept:
-            text += f", kept {self.kept} not seen"
-        if self.known_failures:
-            text += f" ({self.known_failures} unchanged files still unreadable: imgvec status)"
-        return text
-
-
 @dataclass
 class _Prepared:
-    found: files.FoundFile
+    found: scan.FoundFile
     known: store.KnownImage | None
     loaded: Loaded = field(default_factory=Loaded)
 
 
 def add_paths(
-    library: Library,
+    parts: Parts,
+    model: EmbeddingModel,
     roots: Sequence[str],
     batch_size: int = DEFAULT_BATCH_SIZE,
     prune: bool = False,
 ) -> AddReport:
+    """Add files and folders (recursively) with ``model``; the caller holds the write lock."""
     report = AddReport()
-    reporter = library.reporter
-    roots = list(dict.fromkeys(files.normalize(root) for root in roots))
-    model = library.active_model_row()
-    with library.session() as session:
+    reporter = parts.reporter
+    roots = list(dict.fromkeys(scan.normalize(root) for root in roots))
+    with parts.sessions() as session:
         known = store.known_images(session, roots, model.id)
         reusable = store.hashes_with_vectors(session, model.id)
 
     pending: list[_Prepared] = []
     seen: set[str] = set()
-    problems: list[files.PathProblem] = []
+    problems: list[scan.PathProblem] = []
 
-    def consider(item: files.FoundFile) -> None:
+    def consider(item: scan.FoundFile) -> None:
         seen.add(item.path)
         row = known.get(item.path)
         if (
@@ -120,11 +79,11 @@ def add_paths(
         else:
             pending.append(_Prepared(item, row))
 
-    for item in files.walk(roots, known=known.keys()):
-        if isinstance(item, files.Ignored):
+    for item in scan.walk(roots, known=known.keys()):
+        if isinstance(item, scan.Ignored):
             report.ignored += 1
             reporter.file_ignored(item.path, item.reason)
-        elif isinstance(item, files.PathProblem):
+        elif isinstance(item, scan.PathProblem):
             seen.add(item.path)
             problems.append(item)
         else:
@@ -135,7 +94,7 @@ def add_paths(
     for problem in problems:
         if problem.path in vanished.emptied and not prune:
             continue  # reported with its count below
-        _fail(report, reporter, problem.path, problem.reason)
+        _fail(parts, report, problem.path, problem.reason)
     for folder, ids in vanished.emptied.items():
         if prune:
             vanished.gone.extend(ids)
@@ -143,27 +102,26 @@ def add_paths(
         report.kept += len(ids)
         state = "missing" if not os.path.isdir(folder) else "empty"
         _fail(
+            parts,
             report,
-            reporter,
             folder,
             f"folder is {state} but holds {len(ids)} library images (a drive not mounted?); "
             "kept them: to remove them, imgvec add --prune or imgvec remove",
         )
     report.kept += vanished.kept
 
-    ingest = _Batches(library, model.id, reusable, seen, report)
+    ingest = _Batches(parts, model, reusable, seen, report)
     try:
         ingest.run(pending, batch_size)
         gone = [i for i in vanished.gone if i not in ingest.claimed]
         if gone:
-            with library.session() as session, session.begin():
+            with parts.sessions() as session, session.begin():
                 report.removed = store.delete_images(session, gone)
             reporter.notice(f"Removed {report.removed} files that are gone from disk")
     except KeyboardInterrupt:
         report.interrupted = True
         return report
-    if not library.index_is_current(model):  # a no-op add does not even import FAISS
-        library.index(model).update()
+    parts.indexes.catch_up(model)  # a no-op add does not even import FAISS
     return report
 
 
@@ -186,8 +144,8 @@ class _Unseen:
 def _classify_unseen(
     rows: list[store.KnownImage],
     roots: list[str],
-    problems: list[files.PathProblem],
-    consider: Callable[[files.FoundFile], None],
+    problems: list[scan.PathProblem],
+    consider: Callable[[scan.FoundFile], None],
 ) -> _Unseen:
     """Sort the library rows the walk did not meet: found after all (handed to ``consider``),
     gone, hidden by an emptied folder, or unknowable (kept; reported once per problem folder,
@@ -198,7 +156,7 @@ def _classify_unseen(
         if any(row.path.startswith(folder.rstrip("/") + "/") for folder in blind):
             result.kept += 1  # its folder is reported already
             continue
-        absence = files.absence(row.path, roots)
+        absence = scan.absence(row.path, roots)
         if absence.found is not None:
             consider(absence.found)
         elif absence.gone:
@@ -207,33 +165,13 @@ def _classify_unseen(
             result.emptied.setdefault(absence.emptied, []).append(row.id)
         else:
             result.kept += 1
-            problems.append(files.PathProblem(row.path, f"{absence.reason}; kept as it was"))
+            problems.append(scan.PathProblem(row.path, f"{absence.reason}; kept as it was"))
     return result
 
 
-def embed_new_contents(
-    embedder: Callable[[], Embedder],
-    items: Iterable[tuple[str | None, torch.Tensor | None]],
-    known: set[str],
-) -> dict[str, bytes]:
-    """Vectors of the contents (by hash) not in ``known``, each embedded once: copies in a
-    batch share one forward pass. The model is only loaded when there is something to embed."""
-    fresh: dict[str, torch.Tensor] = {}
-    for content_hash, tensor in items:
-        if tensor is not None and content_hash is not None and content_hash not in known:
-            fresh.setdefault(content_hash, tensor)
-    if not fresh:
-        return {}
-    import torch
-
-    embedded = embedder().embed_tensors(torch.stack(list(fresh.values())))
-    return {h: store.vector_to_bytes(v) for h, v in zip(fresh, embedded, strict=True)}
-
-
-def _fail(report: AddReport, reporter: Any, path: str, reason: str) -> None:
+def _fail(parts: Parts, report: AddReport, path: str, reason: str) -> None:
     report.failed += 1
-    report.errors.append(FileError(path, reason))
-    reporter.file_error(path, reason)
+    parts.fail(report.errors, path, reason)
 
 
 @dataclass(frozen=True)
@@ -252,23 +190,37 @@ class _Batches:
     model, and commits each batch in its own transaction."""
 
     def __init__(
-        self, library: Library, model_id: int, reusable: set[str], seen: set[str], report: AddReport
+        self,
+        parts: Parts,
+        model: EmbeddingModel,
+        reusable: set[str],
+        seen: set[str],
+        report: AddReport,
     ) -> None:
-        self.library = library
-        self.model_id = model_id
+        self.parts = parts
+        self.model = model
+        self.model_id = model.id
         self.reusable = reusable
         self.seen = seen
         self.report = report
         self.claimed: set[int] = set()
-        self.prepare: Callable[[bytes], tuple[Picture, torch.Tensor]] | None = None
+        self.prepare: Prepare | None = None
 
     def run(self, pending: list[_Prepared], batch_size: int) -> None:
         if not pending:
             return
-        self.prepare = self.library.preparer()  # imports torch: only when there is work
-        with progress(self.library.reporter, "Adding", len(pending)) as advance:
-            for ready in prefetched_batches(pending, self._prepare, batch_size):
-                self._commit(ready)
+        self.prepare = self.parts.models.preparer(self.model)  # imports torch: only with work
+        batches = embedded_batches(
+            pending,
+            self._prepare,
+            lambda item: item.loaded,
+            lambda batch: self.parts.models.embed(self.model, batch),
+            batch_size,
+            self.reusable,
+        )
+        with progress(self.parts.reporter, "Adding", len(pending)) as advance:
+            for ready, embedded in batches:
+                self._commit(ready, embedded)
                 advance(len(ready))
 
     def _prepare(self, pending: _Prepared) -> _Prepared:
@@ -285,14 +237,10 @@ class _Batches:
 
         return replace(pending, loaded=load_file(pending.found.path, self.prepare, skip_decode))
 
-    def _commit(self, batch: list[_Prepared]) -> None:
+    def _commit(self, batch: list[_Prepared], embedded: dict[str, np.ndarray]) -> None:
         """Write the batch in one transaction; if that fails for a reason that is not the
         storage's (full, read-only), write file by file, so only the culprit fails."""
-        vectors = embed_new_contents(
-            self.library.embedder,
-            ((i.loaded.content_hash, i.loaded.tensor) for i in batch),
-            self.reusable,
-        )
+        vectors = {h: store.vector_to_bytes(v) for h, v in embedded.items()}
         try:
             outcomes = self._write(batch, vectors)
         except Exception as error:
@@ -310,7 +258,7 @@ class _Batches:
         for outcome in outcomes:
             if outcome.kind == "failed":
                 assert outcome.reason is not None
-                _fail(self.report, self.library.reporter, outcome.path, outcome.reason)
+                _fail(self.parts, self.report, outcome.path, outcome.reason)
             else:
                 setattr(self.report, outcome.kind, getattr(self.report, outcome.kind) + 1)
             if outcome.claimed is not None:
@@ -319,7 +267,7 @@ class _Batches:
 
     def _write(self, batch: list[_Prepared], vectors: dict[str, bytes]) -> list[_Outcome]:
         claimed: set[int] = set()
-        with self.library.session() as session, session.begin():
+        with self.parts.sessions() as session, session.begin():
             outcomes = [self._apply(session, item, vectors, claimed) for item in batch]
         return outcomes
 
@@ -329,15 +277,14 @@ class _Batches:
         """Write one file's outcome (vector writes log themselves in the change log)."""
         found, known, loaded = item.found, item.known, item.loaded
         path = found.path
-        row = session.get(Image, known.id) if known else None
+        row = store.image(session, known.id) if known else None
         if loaded.error is not None:
             if loaded.access_error and row is not None and row.error is None:
                 return _Outcome(path, "failed", loaded.error)  # keeps its row and vector
             if row is None:
-                row = Image(path=path, size=found.size, mtime_ns=found.mtime_ns)
-                session.add(row)
+                row = store.new_image(session, path)
             _set_file(row, found, loaded.content_hash, loaded.error)
-            _set_picture(row, None)
+            store.copy_picture(row, None)
             if known is not None:
                 store.drop_vectors(session, known.id)
             return _Outcome(path, "failed", loaded.error)
@@ -352,9 +299,9 @@ class _Batches:
             _set_file(row, found, content_hash, None)
             return _Outcome(path, "unchanged")
         vector = vectors.get(content_hash)
-        donor = None if vector is not None else self._donor(session, content_hash)
-        if donor is not None:
-            vector = store.stored_vector(session, donor.id, self.model_id)
+        donor = None
+        if vector is None:
+            donor, vector = store.vector_for_content(session, content_hash, self.model_id)
         if vector is None:  # only when the donor vanished mid-run; embed it next time
             return _Outcome(path, "failed", "content changed while adding")
         if row is None and donor is not None:  # known content at a new path: moved or copied
@@ -365,48 +312,29 @@ class _Batches:
                 return _Outcome(path, "moved", claimed=moved.id)
         kind = "updated"
         if row is None:
-            row = Image(path=path, size=found.size, mtime_ns=found.mtime_ns)
-            session.add(row)
+            row = store.new_image(session, path)
             kind = "added"
         _set_file(row, found, content_hash, None)
-        _set_picture(row, loaded.picture or donor)
+        if loaded.picture is not None:
+            picture = loaded.picture
+            columns = picture.metadata.columns()
+            store.set_picture(row, picture.width, picture.height, picture.format, columns)
+        else:
+            store.copy_picture(row, donor)
         session.flush()
         store.put_vector(session, row.id, self.model_id, vector)
         return _Outcome(path, kind)
 
-    def _donor(self, session: Session, content_hash: str) -> Image | None:
-        rows = store.images_with_hash(session, content_hash, self.model_id)
-        return rows[0] if rows else None
-
     def _moved_from(self, session: Session, content_hash: str, claimed: set[int]) -> Image | None:
         """An image row with this content whose file is gone: the file was moved or renamed."""
         for candidate in store.images_with_hash(session, content_hash, self.model_id):
-            gone = candidate.path not in self.seen and files.is_gone(candidate.path)
+            gone = candidate.path not in self.seen and scan.is_gone(candidate.path)
             if gone and candidate.id not in self.claimed | claimed:
                 return candidate
         return None
 
 
 def _set_file(
-    row: Image, found: files.FoundFile, content_hash: str | None, error: str | None
+    row: Image, found: scan.FoundFile, content_hash: str | None, error: str | None
 ) -> None:
-    """What the file system says: path, folder, size, modification time; and the outcome."""
-    row.path = found.path
-    row.folder = os.path.dirname(found.path)
-    row.size = found.size
-    row.mtime_ns = found.mtime_ns
-    row.modified_at = datetime.fromtimestamp(found.mtime_ns / 1e9, timezone.utc)
-    row.content_hash = content_hash
-    row.error = error
-
-
-def _set_picture(row: Image, source: Picture | Image | None) -> None:
-    """What the content says: pixel size, format, EXIF (from a decode, or a same-content row)."""
-    if isinstance(source, Picture):
-        row.width, row.height, row.format = source.width, source.height, source.format
-        for name, value in source.metadata.columns().items():
-            setattr(row, name, value)
-        row.metadata_at = utcnow()
-        return
-    for name in ("width", "height", "format", "metadata_at", *METADATA_COLUMNS):
-        setattr(row, name, getattr(source, name) if source is not None else None)
+    store.set_file(row, found.path, found.size, found.mtime_ns, content_hash, error)

@@ -1,20 +1,16 @@
-"""The embedding-model registry: what a model is, and how its weights are chosen.
+"""What an embedding model is: its architecture, layers, preprocessing and weights identity.
 
-Nothing here imports torch, so commands that embed nothing stay fast. To add a model, call
-:func:`register` with a :class:`ModelSpec` (see ``torchvision_models.py`` for examples);
-packages can do so from an ``imgvec.models`` entry point.
+Plain data, no torch: a :class:`ModelSpec` says how to build a model, not the model itself.
+:mod:`imgvec.embed.registry` keeps the specs by name.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-from imgvec.errors import ModelError, WeightsUnavailable
-from imgvec.files import normalize, sha256_file
+from imgvec.errors import ModelError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -24,8 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_SEED = 0
 PRECISIONS = ("auto", "fp32", "bf16")
 """How a model computes: bf16 under bfloat16 autocast (vectors are float32 either way); auto is
-bf16 where the hardware has bfloat16 arithmetic (:func:`imgvec.embed.auto_precision`)."""
-ENTRY_POINT_GROUP = "imgvec.models"
+bf16 where the hardware has bfloat16 arithmetic (:func:`imgvec.embed.runtime.auto_precision`)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +65,19 @@ class ModelSpec:
     """Run in NHWC memory layout: faster for convolutional networks on CPU (oneDNN), in fp32 and
     more so in bf16; no effect on the result."""
 
+    def to_json(self) -> dict[str, Any]:
+        """What ``imgvec models --json`` prints of the model."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "default_layer": self.default_layer,
+            "layers": {
+                n: {"dim": la.dim, "description": la.description} for n, la in self.layers.items()
+            },
+            "default_weights": self.pretrained_id,
+            "preprocessing": self.preprocess.describe(),
+        }
+
     def layer(self, name: str | None) -> tuple[str, Layer]:
         chosen = name or self.default_layer
         if chosen not in self.layers:
@@ -90,58 +98,3 @@ class WeightsChoice:
     @property
     def is_random(self) -> bool:
         return self.identity.startswith("none:")
-
-
-_REGISTRY: dict[str, ModelSpec] = {}
-_plugins_loaded = False
-
-
-def register(spec: ModelSpec) -> ModelSpec:
-    if spec.default_layer not in spec.layers:
-        raise ValueError(f"{spec.name}: default layer {spec.default_layer!r} is not in its layers")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    from imgvec.embedders import efficientnet_lite, torchvision_models  # noqa: F401  (built-ins)
-
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
-
-
-def available() -> dict[str, ModelSpec]:
-    _load_plugins()
-    return dict(_REGISTRY)
-
-
-def get_spec(name: str) -> ModelSpec:
-    specs = available()
-    if name not in specs:
-        raise ModelError(f"unknown model {name!r}; available: {', '.join(sorted(specs))}")
-    return specs[name]
-
-
-def resolve_weights(spec: ModelSpec, weights: str) -> WeightsChoice:
-    """``default`` (pretrained weights), ``none`` (random, fixed seed) or a file path."""
-    if weights == "default":
-        if spec.pretrained_id is None:
-            raise WeightsUnavailable(
-                f"model {spec.name} has no default weights; use --weights PATH or --weights none"
-            )
-        return WeightsChoice(spec.pretrained_id)
-    if weights == "none":
-        return WeightsChoice(f"none:seed={RANDOM_SEED}")
-    path = normalize(os.path.expanduser(weights))
-    try:
-        digest = sha256_file(path)
-    except OSError as error:
-        raise WeightsUnavailable(
-            f"cannot read weights file {weights}: {error.strerror or error} "
-            "(--weights takes 'default', 'none' or the path of a state dict)"
-        ) from error
-    return WeightsChoice(f"sha256:{digest}", path)

@@ -1,4 +1,4 @@
-"""The ``imgvec`` command: a thin layer over :class:`imgvec.library.Library`.
+"""The ``imgvec`` command: a thin layer over :class:`imgvec.api.Library`.
 
 Exit codes: 0 success; 1 some inputs failed (each named on stderr); 2 the command could not run
 (bad usage, library or model problem); 130 interrupted.
@@ -8,39 +8,34 @@ from __future__ import annotations
 
 import csv
 import gc
-import json
-import os
 import sys
 import tempfile
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
+
+from imgvec.api import DEFAULT_K, DEFAULT_MODEL, PRECISIONS, Library
+from imgvec.cli.render import (
+    EXIT_FAILED_INPUTS,
+    EXIT_INTERRUPTED,
+    ConsoleReporter,
+    PlainTable,
+    display,
+    err,
+    fail,
+    out,
+    own_terminal,
+    print_json,
+    print_rows,
 )
-from rich.table import Table
-from rich.text import Text
-
-from imgvec.embedders.registry import PRECISIONS
 from imgvec.errors import ImgvecError, cannot_write, storage_problem
-from imgvec.library import DEFAULT_K, DEFAULT_MODEL, Library
+from imgvec.types import IndexVersionInfo
 
-EXIT_FAILED_INPUTS = 1
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
 CANNOT_CATCH_UP = "read-only here, so the newest changes are not searched"
 
 app = typer.Typer(
@@ -50,10 +45,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-
-# emoji=False: a file named "a:smile:b.jpg" must be printed as it is.
-out = Console(highlight=False, soft_wrap=True, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 LibraryOption = Annotated[
     Path | None,
@@ -113,84 +104,6 @@ LayerOption = Annotated[
 ]
 
 
-def display(path: str) -> str:
-    """A path fit for one line of a terminal: control and undecodable characters escaped."""
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
-        for ch in path
-    )
-
-
-class PlainTable(Table):
-    """A Rich table whose title, headers and cells are printed as they are: paths and database
-    values are untrusted text, and Rich would read ``[old]`` or ``[/]`` in them as markup."""
-
-    def __init__(self, *headers: str, title: str | None = None, **options: Any) -> None:
-        super().__init__(title=None if title is None else Text(display(title)), box=None, **options)
-        for header in headers:
-            self.add_column(header)
-
-    def add_column(self, header: Any = "", *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("overflow", "fold")
-        super().add_column(Text(display(str(header))), *args, **kwargs)
-
-    def add_row(self, *values: Any, **kwargs: Any) -> None:
-        cells = [Text(display("" if value is None else str(value))) for value in values]
-        super().add_row(*cells, **kwargs)
-
-
-class ConsoleReporter:
-    """Progress bars and notices on stderr, so stdout carries only results."""
-
-    def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
-        self.quiet = quiet
-        self.verbose = verbose
-        self._progress: Progress | None = None
-
-    def _print(self, text: str, style: str | None = None) -> None:
-        console = self._progress.console if self._progress else err
-        console.print(text, style=style, markup=False, highlight=False)
-
-    def notice(self, message: str) -> None:
-        if not self.quiet:
-            self._print(message, "dim")
-
-    def file_error(self, path: str, reason: str) -> None:
-        self._print(f"error: {display(path)}: {display(reason)}", "red")
-
-    def file_ignored(self, path: str, reason: str) -> None:
-        if self.verbose:
-            self._print(f"ignored: {display(path)}: {reason}", "dim")
-
-    def progress(self, description: str, total: int) -> Callable[[int], None]:
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=err,
-            disable=self.quiet,
-            transient=False,
-        )
-        self._progress.start()
-        task = self._progress.add_task(description, total=total)
-        progress = self._progress
-        return lambda n: progress.advance(task, n)
-
-    def done(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-
-
-def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err.print(f"error: {message}", style="red", markup=False, highlight=False)
-    raise typer.Exit(code)
-
-
 @contextmanager
 def open_library(
     library: Path | None,
@@ -222,10 +135,6 @@ def open_library(
         fail(cannot_write(problem))
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 @app.command()
 def init(
     model: ModelOption = None,
@@ -242,7 +151,7 @@ def init(
     with open_library(library, db) as lib:
         info = lib.init(model, weights, layer)
         if json_output:
-            print_json({"library": str(lib.paths.root), "model": asdict(info)})
+            print_json({"library": str(lib.paths.root), "model": info.to_json()})
         else:
             out.print(f"Library {lib.paths.root} embeds with {info.label()}", markup=False)
 
@@ -325,7 +234,7 @@ def remove(
     with open_library(library, db, create=False) as lib:
         report = lib.remove([str(p) for p in paths])
     if json_output:
-        print_json({"removed": report.removed, "errors": [asdict(e) for e in report.errors]})
+        print_json(report.to_json())
     else:
         out.print(
             f"Removed {report.removed} image{'' if report.removed == 1 else 's'}", markup=False
@@ -395,23 +304,12 @@ def query(
             )
             err.print(f"timings (s): {spent}", markup=False)
         if show is not None:
-            from imgvec.plots import contact_sheet
+            from imgvec.tools.plots import contact_sheet
 
             contact_sheet(results, show)
             err.print(f"Contact sheet: {show}", markup=False)
     if json_output:
-        print_json(
-            [
-                {
-                    "query": r.query,
-                    "vector": r.vector_source,
-                    "error": r.error,
-                    "filter": r.filter,
-                    "results": [asdict(hit) for hit in r.hits],
-                }
-                for r in results
-            ]
-        )
+        print_json([r.to_json() for r in results])
     else:
         for result in results:
             if result.error:
@@ -441,7 +339,7 @@ def status(
         info = lib.status()
         catch_up = CANNOT_CATCH_UP if lib.read_only else "caught up by the next command"
     if json_output:
-        print_json(asdict(info))
+        print_json(info.to_json())
         return
     out.print(f"Library:  {info.library}", markup=False)
     out.print(f"Database: {info.database}", markup=False)
@@ -459,10 +357,10 @@ def status(
         params = ", ".join(f"{k}={v}" for k, v in idx.params.items())
         measured = f", recall@10 {idx.recall:.3f}" if idx.recall is not None else ""
         out.print(
-            f"Index:    version {idx.version}, {idx.kind}{f' ({params})' if params else ''}, "
-            f"{idx.n_vectors} vectors in {idx.segments} segment(s), "
+            f"Index:    version {idx.id}, {idx.kind}{f' ({params})' if params else ''}, "
+            f"{idx.n_vectors} vectors in {len(idx.segments)} segment(s), "
             f"{idx.size_bytes / 1e6:.1f} MB{measured}, built {idx.created_at:%Y-%m-%d %H:%M}"
-            + (f" [behind the table: {catch_up}]" if idx.stale else ""),
+            + (f" [behind the table: {catch_up}]" if idx.behind else ""),
             markup=False,
         )
     for failure in info.failures:
@@ -514,19 +412,11 @@ def backfill(
     with open_library(library, db, create=False) as lib:
         report = lib.backfill()
     if json_output:
-        print_json(asdict(report))
+        print_json(report.to_json())
     else:
         out.print(f"Read metadata of {report.updated} images", markup=False)
     if report.errors:
         raise typer.Exit(EXIT_FAILED_INPUTS)
-
-
-def print_rows(rows: list[tuple[str, ...]]) -> None:
-    """The first row is the header."""
-    table = PlainTable(*rows[0])
-    for row in rows[1:]:
-        table.add_row(*row)
-    out.print(table)
 
 
 @app.command()
@@ -561,7 +451,7 @@ def bench(
 
     Example: imgvec bench --sizes 1000,10000,100000 --plot bench.png
     """
-    from imgvec import search_bench, store
+    from imgvec.tools.bench import plot_bench, run_bench
 
     try:
         wanted = [int(size) for size in sizes.split(",") if size.strip()]
@@ -570,15 +460,13 @@ def bench(
     vectors = None
     if use_library or library is not None:
         with open_library(library, db, create=False) as lib:
-            model = lib.active_model_row()
-            with lib.session() as session:
-                _, vectors = store.all_vectors(session, model.id, model.dim)
+            vectors = lib.vectors()[1]
     try:
-        report = search_bench.run_bench(wanted, dim=dim, queries=queries, vectors=vectors)
-        if plot is not None:
-            search_bench.plot_bench(report, plot)
+        report = run_bench(wanted, dim=dim, queries=queries, vectors=vectors)
     except ImgvecError as error:
         fail(str(error))
+    if plot is not None:
+        plot_bench(report, plot)
     if json_output:
         sys.stdout.write(report.to_json() + "\n")
     else:
@@ -617,12 +505,10 @@ def export_command(
 
     Example: imgvec export vectors.parquet
     """
-    from imgvec.exchange import export_vectors
-
     with open_library(library, db, create=False) as lib:
-        info = export_vectors(lib, out_file, fmt, model)
+        info = lib.export_vectors(out_file, fmt, model)
     if json_output:
-        print_json(asdict(info))
+        print_json(info.to_json())
     else:
         out.print(
             f"Wrote {info.vectors} {info.dim}-d vectors of {info.model} to {info.path} "
@@ -646,12 +532,10 @@ def import_command(
 
     Example: imgvec import vectors.parquet
     """
-    from imgvec.exchange import import_vectors
-
     with open_library(library, db) as lib:
-        info = import_vectors(lib, file)
+        info = lib.import_vectors(file)
     if json_output:
-        print_json(asdict(info))
+        print_json(info.to_json())
     else:
         out.print(
             f"Imported {info.imported} vectors of {info.model} ({info.by_hash} by hash, "
@@ -690,7 +574,7 @@ def plot(
 
     Example: imgvec plot --out map.png --color-by camera_model
     """
-    from imgvec.plots import plot_embeddings
+    from imgvec.tools.plots import plot_embeddings
 
     with open_library(library, db, create=False) as lib:
         info = plot_embeddings(
@@ -758,21 +642,24 @@ def eval_command(
 
     Example: imgvec eval ukbench/images --groundtruth ukbench/groundtruth.csv --model mobilenet_v2
     """
-    import tempfile
 
-    from imgvec.evaluate import copy_detection, evaluate, load_groundtruth
+    from imgvec.tools.evaluate import evaluate_folder
 
     with (  # open_library turns an ImgvecError into a one-line error and exit code 2
         tempfile.TemporaryDirectory(prefix="imgvec-eval-") as scratch,
         open_library(library or Path(scratch), None, precision=precision.value) as lib,
     ):
-        truth = load_groundtruth(groundtruth)
-        lib.add([folder], model=model, weights=weights, layer=layer)
-        report = evaluate(lib, folder, truth)
-        if transforms:
-            report.transforms = copy_detection(
-                lib, folder, sorted(truth), seed=seed, per_transform=per_transform
-            )
+        report = evaluate_folder(
+            lib,
+            folder,
+            groundtruth,
+            model=model,
+            weights=weights,
+            layer=layer,
+            transforms=transforms,
+            seed=seed,
+            per_transform=per_transform,
+        )
     if json_output:
         sys.stdout.write(report.to_json() + "\n")
         return
@@ -804,7 +691,7 @@ def model_list(
     with open_library(library, db, create=False) as lib:
         statuses = lib.models()
     if json_output:
-        print_json([asdict(s) for s in statuses])
+        print_json([s.to_json() for s in statuses])
         return
     table = PlainTable("", "model", "weights", "dim", "vectors", "complete", "index")
     for s in statuses:
@@ -899,25 +786,13 @@ KindOption = Annotated[
 ]
 
 
-def _print_version(version: Any, json_output: bool) -> None:
-    params = json.loads(version.params)
+def _print_version(version: IndexVersionInfo, json_output: bool) -> None:
     if json_output:
-        print_json(
-            {
-                "version": version.id,
-                "kind": version.kind,
-                "params": params,
-                "n_vectors": version.n_vectors,
-                "change_seq": version.change_seq,
-                "train_size": version.train_size,
-                "recall": version.recall,
-                "operation": version.operation,
-            }
-        )
+        print_json(version.brief_json())
         return
     measured = f", recall@10 {version.recall:.3f}" if version.recall is not None else ""
     out.print(
-        f"Index version {version.id} ({version.operation}): {version.kind} {params}, "
+        f"Index version {version.id} ({version.operation}): {version.kind} {version.params}, "
         f"{version.n_vectors} vectors{measured}",
         markup=False,
     )
@@ -932,15 +807,12 @@ def index_status(
     Example: imgvec index status
     """
     with open_library(library, db, create=False) as lib:
-        versions = lib.index().list_versions()
-        _, last = lib.index().active()
+        active = lib.index_status()
         catch_up = CANNOT_CATCH_UP if lib.read_only else "the next command catches it up"
-    active = next((v for v in versions if v.status == "active"), None)
     if active is None:
         fail("no index yet: add images, or run imgvec index rebuild")
-    pending = max(0, last - active.change_seq)
     if json_output:
-        print_json(asdict(active) | {"behind": pending > 0})
+        print_json(active.to_json(behind=True))
         return
     params = ", ".join(f"{k}={v}" for k, v in active.params.items()) or "exact search"
     out.print(
@@ -962,7 +834,7 @@ def index_status(
             f"{segment['size_bytes'] / 1e6:8.2f} MB  {segment['path']}",
             markup=False,
         )
-    if pending:
+    if active.behind:
         out.print(f"Behind the table: {catch_up}.", markup=False)
 
 
@@ -975,9 +847,9 @@ def index_list(
     Example: imgvec index list
     """
     with open_library(library, db, create=False) as lib:
-        versions = lib.index().list_versions()
+        versions = lib.index_versions()
     if json_output:
-        print_json([asdict(v) for v in versions])
+        print_json([v.to_json() for v in versions])
         return
     table = PlainTable(
         "version", "status", "made by", "kind", "vectors", "segments", "recall@10", "created"
@@ -1064,7 +936,7 @@ def index_verify(
     with open_library(library, db, create=False) as lib:
         report = lib.verify_index()
     if json_output:
-        print_json(asdict(report) | {"ok": report.ok})
+        print_json(report.to_json())
     else:
         out.print(
             f"Version {report.version}: {report.checked_segments} segment(s), "
@@ -1113,7 +985,7 @@ def index_gc(
     with open_library(library, db, create=False) as lib:
         report = lib.gc_index(keep)
     if json_output:
-        print_json(asdict(report))
+        print_json(report.to_json())
     else:
         out.print(
             f"Deleted {report.versions_deleted} versions and {report.files_deleted} files "
@@ -1125,26 +997,9 @@ def index_gc(
 @app.command()
 def models(json_output: JsonOption = False) -> None:
     """List the embedding models imgvec can use, with their layers and dimensions."""
-    from imgvec.embedders.registry import available
-
-    specs = available()
+    specs = Library.available_models()
     if json_output:
-        print_json(
-            [
-                {
-                    "name": s.name,
-                    "description": s.description,
-                    "default_layer": s.default_layer,
-                    "layers": {
-                        n: {"dim": la.dim, "description": la.description}
-                        for n, la in s.layers.items()
-                    },
-                    "default_weights": s.pretrained_id,
-                    "preprocessing": s.preprocess.describe(),
-                }
-                for s in specs.values()
-            ]
-        )
+        print_json([s.to_json() for s in specs.values()])
         return
     table = PlainTable("model", "layer", "dim", "description")
     for spec in specs.values():
@@ -1158,52 +1013,6 @@ def models(json_output: JsonOption = False) -> None:
             )
     out.print(table)
     out.print("* the default model", markup=False)
-
-
-@contextmanager
-def own_terminal() -> Iterator[None]:
-    """Only imgvec's lines reach stderr: C libraries (libtiff, libjpeg, ...) write their
-    diagnostics to file descriptor 2 directly, and Python warnings from the libraries below
-    would follow. Both go to an unnamed temporary file instead, while ``sys.stderr`` (and so
-    every line imgvec prints, and any traceback) keeps the real stderr. ``IMGVEC_DEBUG=1``
-    shows what was held back, at the end."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (AttributeError, OSError, ValueError):  # no real stderr (an embedding host)
-        yield
-        return
-    original = sys.stderr
-    showwarning = warnings.showwarning
-    with tempfile.TemporaryFile() as held:
-
-        def hold_warning(
-            message: Any,
-            category: type[Warning],
-            filename: str,
-            lineno: int,
-            file: Any = None,
-            line: str | None = None,
-        ) -> None:
-            held.write(warnings.formatwarning(message, category, filename, lineno, line).encode())
-
-        os.dup2(held.fileno(), 2)
-        sys.stderr = os.fdopen(
-            os.dup(saved), "w", buffering=1, encoding=original.encoding, errors="backslashreplace"
-        )
-        warnings.showwarning = hold_warning
-        try:
-            yield
-        finally:
-            warnings.showwarning = showwarning
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sys.stderr.close()
-            sys.stderr = original
-            if os.environ.get("IMGVEC_DEBUG") == "1" and held.tell():
-                held.seek(0)
-                original.write("held back from stderr:\n" + held.read().decode(errors="replace"))
 
 
 def main() -> None:

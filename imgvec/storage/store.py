@@ -7,15 +7,17 @@ that index updates can apply exactly what changed.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from imgvec.schema import (
+from imgvec.storage.schema import (
     Change,
     Embedding,
     EmbeddingModel,
@@ -73,12 +75,123 @@ def find_model(session: Session, name: str, layer: str, weights: str) -> Embeddi
     ).one_or_none()
 
 
+def model_row(
+    session: Session,
+    name: str,
+    layer: str,
+    weights: str,
+    *,
+    preprocessing: str,
+    dim: int,
+    weights_path: str | None = None,
+) -> tuple[EmbeddingModel, bool]:
+    """THE model row of an identity (name, layer, weights), created if absent; and whether it was
+    created. An existing row takes a new ``weights_path`` (the same weights, found elsewhere).
+    The active model is not changed."""
+    row = find_model(session, name, layer, weights)
+    if row is not None:
+        if weights_path and weights_path != row.weights_path:
+            row.weights_path = weights_path
+        return row, False
+    row = EmbeddingModel(
+        name=name,
+        layer=layer,
+        weights=weights,
+        weights_path=weights_path,
+        preprocessing=preprocessing,
+        dim=dim,
+    )
+    session.add(row)
+    session.flush()
+    return row, True
+
+
+def bulk_load(session: Session, model_id: int, first_id: int, vectors: np.ndarray) -> None:
+    """Synthetic images ``/bulk/<id>.jpg`` with ids from ``first_id``, each with its vector
+    (float32, (N, d)), in multi-row inserts and without change-log rows: the next index build
+    covers them. For benchmarks that need a library of millions of vectors quickly."""
+    now = utcnow()
+    ids = range(first_id, first_id + len(vectors))
+    session.execute(
+        insert(Image),
+        [
+            {
+                "id": i,
+                "path": f"/bulk/{i:08d}.jpg",
+                "size": 1,
+                "mtime_ns": 0,
+                "added_at": now,
+                "updated_at": now,
+            }
+            for i in ids
+        ],
+    )
+    session.execute(
+        insert(Embedding),
+        [
+            {"image_id": i, "model_id": model_id, "vector": vector_to_bytes(v), "created_at": now}
+            for i, v in zip(ids, vectors, strict=True)
+        ],
+    )
+
+
 def models(session: Session) -> list[EmbeddingModel]:
     return list(session.scalars(select(EmbeddingModel).order_by(EmbeddingModel.id)))
 
 
 def set_active_model(session: Session, model: EmbeddingModel) -> None:
     state(session).active_model_id = model.id
+
+
+def image(session: Session, image_id: int) -> Image | None:
+    return session.get(Image, image_id)
+
+
+def new_image(session: Session, path: str) -> Image:
+    """A new image row (its file and content are set with :func:`set_file`, :func:`set_picture`)."""
+    row = Image(path=path, size=0, mtime_ns=0)
+    session.add(row)
+    return row
+
+
+def set_file(
+    row: Image, path: str, size: int, mtime_ns: int, content_hash: str | None, error: str | None
+) -> None:
+    """What the file system says: path, folder, size, modification time; and the outcome."""
+    row.path = path
+    row.folder = os.path.dirname(path)
+    row.size = size
+    row.mtime_ns = mtime_ns
+    row.modified_at = datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc)
+    row.content_hash = content_hash
+    row.error = error
+
+
+PICTURE_COLUMNS = (
+    "width",
+    "height",
+    "format",
+    "metadata_at",
+    *("taken_at", "camera_make", "camera_model", "lens", "orientation", "gps_lat", "gps_lon"),
+)
+"""What the content decides: copied from a same-content row. The EXIF ones are
+``imgvec.decode.exif.METADATA_COLUMNS`` (a test checks that they agree)."""
+
+
+def set_picture(
+    row: Image, width: int, height: int, format: str | None, metadata: dict[str, Any]
+) -> None:
+    """What a decode says of the content: pixel size, format, EXIF columns (now read)."""
+    row.width, row.height, row.format = width, height, format
+    for name, value in metadata.items():
+        setattr(row, name, value)
+    row.metadata_at = utcnow()
+
+
+def copy_picture(row: Image, source: Image | None) -> None:
+    """The picture columns of a same-content row (or none, with ``source`` None)."""
+    for name in PICTURE_COLUMNS:
+        setattr(row, name, getattr(source, name) if source is not None else None)
 
 
 # --- images --------------------------------------------------------------------------------------
@@ -176,6 +289,17 @@ def images_with_hash(session: Session, content_hash: str, model_id: int) -> list
         .order_by(Image.id)
     )
     return list(session.scalars(query))
+
+
+def vector_for_content(
+    session: Session, content_hash: str, model_id: int
+) -> tuple[Image | None, bytes | None]:
+    """THE reuse of a stored vector for identical content: the oldest readable image with this
+    content that has a vector for the model, and that vector; ``(None, None)`` when none has."""
+    rows = images_with_hash(session, content_hash, model_id)
+    if not rows:
+        return None, None
+    return rows[0], stored_vector(session, rows[0].id, model_id)
 
 
 def delete_images(session: Session, ids: Sequence[int]) -> int:
@@ -388,6 +512,7 @@ def add_version(
     session: Session, segments: Sequence[IndexSegment], params: dict[str, Any], **fields: Any
 ) -> IndexVersion:
     """Record a version made of ``segments`` and make it the model's active one."""
+    segments = [session.merge(s) for s in segments]
     row = IndexVersion(params=json.dumps(params, sort_keys=True), status="retired", **fields)
     session.add(row)
     session.flush()
@@ -422,6 +547,15 @@ def delete_versions(session: Session, ids: Sequence[int]) -> None:
 def unreferenced_segments(session: Session) -> list[IndexSegment]:
     used = select(IndexVersionSegment.segment_id)
     return list(session.scalars(select(IndexSegment).where(IndexSegment.id.not_in(used))))
+
+
+def delete_segments(session: Session, segments: Sequence[IndexSegment]) -> None:
+    for segment in segments:
+        session.delete(segment)
+
+
+def version(session: Session, version_id: int) -> IndexVersion | None:
+    return session.get(IndexVersion, version_id)
 
 
 def segment_paths(session: Session) -> set[str]:

@@ -22,17 +22,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from imgvec import store
 from imgvec.atomic import atomic_write
 from imgvec.errors import ImgvecError
-from imgvec.schema import EmbeddingModel
-
-if TYPE_CHECKING:
-    from imgvec.library import Library
+from imgvec.ops.parts import Parts
+from imgvec.storage import store
+from imgvec.storage.schema import EmbeddingModel
+from imgvec.types import ExportInfo, ImportInfo, ModelInfo
 
 FORMATS = ("npz", "parquet", "hdf5")
 EXTENSIONS = {
@@ -46,39 +45,6 @@ FORMAT_VERSION = 1
 IDENTITY_KEYS = ("name", "layer", "weights", "preprocessing", "dim")
 METADATA_KEY = "imgvec"
 BATCH = 1_000
-
-
-@dataclass(frozen=True)
-class ExportInfo:
-    path: str
-    format: str
-    model: str
-    """The model's label (see ``ModelInfo.label``)."""
-    vectors: int
-    dim: int
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class ImportInfo:
-    path: str
-    format: str
-    model: str
-    rows: int
-    """Rows in the file."""
-    imported: int
-    """Library images given a vector."""
-    by_hash: int
-    """Exported rows matched to library images by content hash."""
-    by_path: int
-    """Exported rows without a usable hash matched by path."""
-    unmatched: int
-    """Exported images that are not in this library."""
-    changed: int = 0
-    """Exported rows whose path is in the library with other content (not imported)."""
-    already_present: int = 0
-    """Matched images that already had a vector for the model (left as they were)."""
-    created_model: bool = False
 
 
 @dataclass
@@ -110,16 +76,13 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
 
 
 def export_vectors(
-    library: Library, out: Path, fmt: str | None = None, model: str | None = None
+    parts: Parts, row: EmbeddingModel, out: Path, fmt: str | None = None
 ) -> ExportInfo:
-    """Write the vectors of the active model (or of ``model``) to ``out``, atomically."""
-    from imgvec.library import ModelInfo
-
+    """Write the vectors of the model ``row`` to ``out``, atomically."""
     out = Path(out)
     fmt = detect_format(out, fmt)
     writer = _require(fmt)  # fail before reading anything if the format's package is missing
-    row = library.find_model(model) if model else library.active_model_row()
-    with library.session() as session:
+    with parts.sessions() as session:
         ids, vectors = store.all_vectors(session, row.id, row.dim)
         info = store.image_identities(session, ids.tolist())
     paths = [info[int(i)][0] for i in ids]
@@ -280,57 +243,54 @@ def _read_hdf5(path: Path) -> _Exported:
         )
 
 
-def import_vectors(library: Library, path: Path) -> ImportInfo:
+def import_vectors(parts: Parts, path: Path) -> ImportInfo:
     """Store an export's vectors for the images of this library they belong to (no model runs),
-    then bring that model's index up to date."""
-    from imgvec.library import ModelInfo
-
+    then bring that model's index up to date. The caller holds the write lock."""
     fmt, data = read_export(path)
-    with library.writing():
-        with library.session() as session, session.begin():
-            row, created = _model_row(session, data.identity)
-        with library.session() as session:
-            by_hash: dict[str, list[int]] = {}
-            by_path: dict[str, tuple[int, str | None]] = {}
-            for image_id, image_path, content_hash in store.readable_images(session):
-                by_path[image_path] = (image_id, content_hash)
-                if content_hash:
-                    by_hash.setdefault(content_hash, []).append(image_id)
-            have = set(store.vector_ids(session, row.id))
-        counts = {"by_hash": 0, "by_path": 0, "unmatched": 0, "changed": 0, "already": 0}
-        todo: dict[int, int] = {}  # library image id -> row in the file
-        for position, (image_path, content_hash) in enumerate(
-            zip(data.paths, data.hashes, strict=True)
-        ):
-            if content_hash and content_hash in by_hash:
-                targets = by_hash[content_hash]
-                counts["by_hash"] += 1
-            elif image_path in by_path:
-                image_id, library_hash = by_path[image_path]
-                if content_hash and library_hash:
-                    counts["changed"] += 1
-                    continue
-                targets = [image_id]
-                counts["by_path"] += 1
-            else:
-                counts["unmatched"] += 1
+    with parts.sessions() as session, session.begin():
+        row, created = _model_row(session, data.identity)
+    with parts.sessions() as session:
+        by_hash: dict[str, list[int]] = {}
+        by_path: dict[str, tuple[int, str | None]] = {}
+        for image_id, image_path, content_hash in store.readable_images(session):
+            by_path[image_path] = (image_id, content_hash)
+            if content_hash:
+                by_hash.setdefault(content_hash, []).append(image_id)
+        have = set(store.vector_ids(session, row.id))
+    counts = {"by_hash": 0, "by_path": 0, "unmatched": 0, "changed": 0, "already": 0}
+    todo: dict[int, int] = {}  # library image id -> row in the file
+    for position, (image_path, content_hash) in enumerate(
+        zip(data.paths, data.hashes, strict=True)
+    ):
+        if content_hash and content_hash in by_hash:
+            targets = by_hash[content_hash]
+            counts["by_hash"] += 1
+        elif image_path in by_path:
+            image_id, library_hash = by_path[image_path]
+            if content_hash and library_hash:
+                counts["changed"] += 1
                 continue
-            for image_id in targets:
-                if image_id in have:
-                    counts["already"] += 1
-                else:
-                    todo.setdefault(image_id, position)
-        items = sorted(todo.items())
-        for start in range(0, len(items), BATCH):
-            with library.session() as session, session.begin():
-                for image_id, position in items[start : start + BATCH]:
-                    store.put_vector(
-                        session, image_id, row.id, store.vector_to_bytes(data.vectors[position])
-                    )
-        with library.session() as session:
-            stored = store.count_vectors(session, row.id)
-        if stored:
-            library.index(row).update()
+            targets = [image_id]
+            counts["by_path"] += 1
+        else:
+            counts["unmatched"] += 1
+            continue
+        for image_id in targets:
+            if image_id in have:
+                counts["already"] += 1
+            else:
+                todo.setdefault(image_id, position)
+    items = sorted(todo.items())
+    for start in range(0, len(items), BATCH):
+        with parts.sessions() as session, session.begin():
+            for image_id, position in items[start : start + BATCH]:
+                store.put_vector(
+                    session, image_id, row.id, store.vector_to_bytes(data.vectors[position])
+                )
+    with parts.sessions() as session:
+        stored = store.count_vectors(session, row.id)
+    if stored:
+        parts.indexes.of(row).update()
     return ImportInfo(
         path=str(path),
         format=fmt,
@@ -351,21 +311,17 @@ def _model_row(session: Any, identity: dict[str, Any]) -> tuple[EmbeddingModel, 
     only when the library has no active model)."""
     name, layer, weights = str(identity["name"]), str(identity["layer"]), str(identity["weights"])
     dim = int(identity["dim"])
-    row = store.find_model(session, name, layer, weights)
-    created = row is None
-    if row is None:
-        weights_path = identity.get("weights_path")
-        row = EmbeddingModel(
-            name=name,
-            layer=layer,
-            weights=weights,
-            weights_path=weights_path if weights_path and os.path.isfile(weights_path) else None,
-            preprocessing=str(identity["preprocessing"]),
-            dim=dim,
-        )
-        session.add(row)
-        session.flush()
-    elif row.dim != dim or row.preprocessing != identity["preprocessing"]:
+    weights_path = identity.get("weights_path")
+    row, created = store.model_row(
+        session,
+        name,
+        layer,
+        weights,
+        preprocessing=str(identity["preprocessing"]),
+        dim=dim,
+        weights_path=weights_path if weights_path and os.path.isfile(weights_path) else None,
+    )
+    if row.dim != dim or row.preprocessing != identity["preprocessing"]:
         raise ImgvecError(
             f"the library's model {name}/{layer} ({weights}) is {row.dim}-d with preprocessing "
             f"{row.preprocessing!r}; the file says {dim}-d with {identity['preprocessing']!r}"

@@ -10,7 +10,7 @@ this module only queries. Every ground-truth image is used as a query with its s
   Only defined when every group has exactly 4 images.
 
 :func:`copy_detection` asks a different question: given an edited copy of a library image
-(:mod:`imgvec.transforms`), is the original the first result?
+(:mod:`imgvec.tools.perturb`), is the original the first result?
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from imgvec import files
-from imgvec import transforms as tf
+from imgvec import scan
+from imgvec.api import Library, QueryResult
+from imgvec.decode.images import decode, read_file
 from imgvec.errors import ImageError, ImgvecError
-from imgvec.images import decode, read_file
-from imgvec.library import Library, QueryResult
+from imgvec.index import recall
+from imgvec.tools import perturb as tf
 
 DEFAULT_KS = (1, 4, 10)
 BATCH = 64
@@ -114,14 +115,31 @@ def average_precision(relevant_flags: Sequence[bool], n_relevant: int) -> float:
     return total / n_relevant
 
 
-def recall_at(relevant_flags: Sequence[bool], n_relevant: int, k: int) -> float:
-    """Share of the relevant items within the first k of the ranking."""
-    if n_relevant <= 0:
-        raise ValueError("recall needs at least one relevant item")
-    return sum(bool(r) for r in relevant_flags[:k]) / n_relevant
-
-
 # --- evaluation ------------------------------------------------------------------------------
+
+
+def evaluate_folder(
+    library: Library,
+    folder: str | os.PathLike[str],
+    groundtruth: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    weights: str | None = None,
+    layer: str | None = None,
+    transforms: bool = False,
+    seed: int = 0,
+    per_transform: int | None = None,
+) -> EvalReport:
+    """``imgvec eval``: add the labelled folder to ``library`` with the model, measure retrieval
+    (:func:`evaluate`) and, with ``transforms``, copy detection (:func:`copy_detection`)."""
+    truth = load_groundtruth(groundtruth)
+    library.add([folder], model=model, weights=weights, layer=layer)
+    report = evaluate(library, folder, truth)
+    if transforms:
+        report.transforms = copy_detection(
+            library, folder, sorted(truth), seed=seed, per_transform=per_transform
+        )
+    return report
 
 
 def _library_size(library: Library) -> int:
@@ -142,7 +160,7 @@ def _query_all(library: Library, paths: list[str], k: int) -> list[QueryResult]:
 
 def _resolve(folder: Path, names: Iterable[str]) -> dict[str, str]:
     """Stored (absolute, normalised) path -> ground-truth name, checking every file exists."""
-    resolved = {files.normalize(folder / name): name for name in names}
+    resolved = {scan.normalize(folder / name): name for name in names}
     missing = [name for path, name in resolved.items() if not os.path.isfile(path)]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -186,6 +204,10 @@ def evaluate(
         )
 
     ns_defined = set(sizes.values()) == {NS_GROUP_SIZE}
+    number = {path: n for n, path in enumerate(queries)}
+    members: dict[str, set[int]] = defaultdict(set)
+    for path in queries:
+        members[groundtruth[name_of[path]]].add(number[path])
     aps: list[float] = []
     recalls: dict[int, list[float]] = defaultdict(list)
     ns_total = 0
@@ -193,10 +215,13 @@ def evaluate(
         group = groundtruth[name_of[query]]
         n_relevant = sizes[group] - 1
         ranked = [hit.path for hit in result.hits]
-        flags = [p in name_of and groundtruth[name_of[p]] == group for p in ranked if p != query]
+        others = [p for p in ranked if p != query]
+        flags = [p in name_of and groundtruth[name_of[p]] == group for p in others]
         aps.append(average_precision(flags, n_relevant))
+        relevant = [members[group] - {number[query]}]
+        found = [[number.get(p, -1) for p in others]]
         for cutoff in ks:
-            recalls[cutoff].append(recall_at(flags, n_relevant, cutoff))
+            recalls[cutoff].append(recall.recall_at_k(relevant, found, cutoff))
         top = ranked[:NS_DEPTH]
         ns_total += sum(p in name_of and groundtruth[name_of[p]] == group for p in top)
     return EvalReport(
@@ -224,7 +249,7 @@ def copy_detection(
     original image. Variants are written to a temporary folder (JPEG quality 95, or the
     transform's own quality for ``jpeg``) and are never added to the library.
 
-    ``transforms`` defaults to all of :data:`imgvec.transforms.TRANSFORMS`. ``per_transform``
+    ``transforms`` defaults to all of :data:`imgvec.tools.perturb.TRANSFORMS`. ``per_transform``
     limits each transform to a seeded random sample of that many images (the same sample for
     every transform, so their scores compare like for like). A variant's randomness depends on
     ``seed`` and the image's position in ``groundtruth_files``.

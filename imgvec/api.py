@@ -1,0 +1,432 @@
+"""The Python API: everything the CLI does, on a :class:`Library` object.
+
+lib = Library.open("~/photos-library")
+lib.add(["~/Pictures"])
+for hit in lib.query(["query.jpg"], k=5)[0].hits:
+    print(hit.score, hit.path)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgvec import scan
+from imgvec.config import LibraryPaths, resolve_paths
+from imgvec.embed.loader import Models
+from imgvec.embed.registry import available
+from imgvec.embed.spec import PRECISIONS
+from imgvec.errors import (
+    ImgvecError,
+    StorageError,
+    cannot_write,
+    storage_problem,
+)
+from imgvec.index import artifacts
+from imgvec.index.indexes import Indexes
+from imgvec.index.search import vector_lookup
+from imgvec.ops import backfill as backfill_op
+from imgvec.ops import exchange, models
+from imgvec.ops import query as query_op
+from imgvec.ops.add import add_paths
+from imgvec.ops.models import DEFAULT_MODEL
+from imgvec.ops.parts import Parts
+from imgvec.ops.switch import use_model
+from imgvec.reporting import Reporter, SilentReporter, Stopwatch
+from imgvec.storage import store
+from imgvec.storage.engine import make_engine, sqlite_file, upgrade_schema
+from imgvec.storage.lock import no_writer, write_lock
+from imgvec.storage.schema import EmbeddingModel, IndexVersion
+from imgvec.types import (
+    AddReport,
+    BackfillReport,
+    ExportInfo,
+    FileError,
+    GcReport,
+    ImportInfo,
+    IndexVersionInfo,
+    ModelInfo,
+    ModelStatus,
+    QueryHit,
+    QueryResult,
+    RemoveReport,
+    Status,
+    SwitchReport,
+    VerifyReport,
+)
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from imgvec.decode.images import Picture
+    from imgvec.embed.runtime import Embedder
+    from imgvec.embed.spec import ModelSpec
+    from imgvec.index.segments import IndexStore
+    from imgvec.storage.user_sql import SqlResult
+
+DEFAULT_K = query_op.DEFAULT_K
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "PRECISIONS",
+    "AddReport",
+    "FileError",
+    "Library",
+    "ModelInfo",
+    "QueryHit",
+    "QueryResult",
+]
+
+
+class Library:
+    """A library: metadata in a SQL database, index artifacts in a directory."""
+
+    @property
+    def precision(self) -> str:
+        """Arithmetic of the models this object runs: ``fp32``, ``bf16`` (bfloat16 autocast) or
+        ``auto`` (bf16 where the hardware has it, see :func:`imgvec.embed.runtime.auto_precision`);
+        vectors stay float32. Not part of a model's identity: bf16 and fp32 vectors of an image
+        agree to a cosine of 0.99+ and rank alike (BENCHMARKS.md, precision section), so they mix
+        in one index."""
+        return self.parts.models.precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        self.parts.models.precision = value
+
+    read_only = False
+    """The library's files cannot be written here (a backup, a read-only mount, a full disk):
+    reading commands work, searching the index as it is; writing ones raise
+    :class:`StorageError`."""
+    read_only_reason: str | None = None
+
+    def __init__(self, paths: LibraryPaths, engine: Engine, reporter: Reporter) -> None:
+        self.paths = paths
+        self.engine = engine
+        self.reporter = reporter
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.stopwatch = Stopwatch()
+        """Time spent loading models, embedding, opening indexes and searching."""
+        self.parts = Parts(
+            paths.root,
+            self._sessions,
+            reporter,
+            Models(reporter, self.stopwatch),
+            Indexes(paths.root, self._sessions, reporter.notice),
+        )
+        """What the operations (:mod:`imgvec.ops`) get of this library."""
+
+    @classmethod
+    def open(
+        cls,
+        library: str | os.PathLike[str] | None = None,
+        db: str | None = None,
+        *,
+        reporter: Reporter | None = None,
+        create: bool = True,
+    ) -> Library:
+        """Open (or with ``create``, make) a library, upgrading its schema if it is older."""
+        paths = resolve_paths(library, db)
+        if not create and paths.uses_default_sqlite and not (paths.root / "imgvec.db").exists():
+            raise ImgvecError(f"no library at {paths.root}; add images first: imgvec add PATH")
+        reporter = reporter or SilentReporter()
+        if not paths.root.exists():
+            paths.root.mkdir(parents=True)
+        database = sqlite_file(paths.db_url)
+        read_only = not os.access(paths.root, os.W_OK) or (
+            database is not None and os.path.exists(database) and not os.access(database, os.W_OK)
+        )
+        why = None
+        try:
+            engine = _open_database(paths.db_url, reporter, read_only and database is not None)
+        except Exception as error:
+            # A full disk cannot even hold SQLite's WAL index (-shm): read without it.
+            problem = storage_problem(error)
+            if problem is None or database is None or read_only:
+                raise
+            engine = _open_database(paths.db_url, reporter, True, frozen=True)
+            read_only, why = True, problem
+        lib = cls(paths, engine, reporter)
+        lib.read_only, lib.read_only_reason = read_only, why
+        return lib
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def session(self) -> Session:
+        """A new ORM session on the library's database (the caller manages transactions)."""
+        return self._sessions()
+
+    # --- models ----------------------------------------------------------------------------------
+
+    def model(self) -> ModelInfo | None:
+        with self.session() as session:
+            row = store.active_model(session)
+            return None if row is None else ModelInfo.of(row)
+
+    def init(
+        self, model: str | None = None, weights: str | None = None, layer: str | None = None
+    ) -> ModelInfo:
+        """Fix the library's model; with the model already fixed, check that the request matches."""
+        with self.writing():
+            return ModelInfo.of(models.ensure_model(self.parts, model, weights, layer))
+
+    # --- embedding models ------------------------------------------------------------------------
+
+    def models(self) -> list[ModelStatus]:
+        """Every model the library knows, with how complete its vectors and index are."""
+        return models.statuses(self.parts)
+
+    def find_model(self, name: str) -> EmbeddingModel:
+        """A stored model by ``name`` or ``name/layer``."""
+        return models.find_model(self.parts, name)
+
+    def searchable_model(self, name: str) -> EmbeddingModel:
+        """A stored model that every readable image has a vector for, and that has an index."""
+        return models.searchable_model(self.parts, name)
+
+    def use_model(
+        self, name: str, weights: str | None = None, layer: str | None = None, batch_size: int = 32
+    ) -> SwitchReport:
+        """Embed every image with this model beside the current one, build its index, switch.
+
+        Resumable: vectors already stored are not computed again.
+        """
+        with self.writing():
+            row = models.switch_target(self.parts, name, weights, layer)
+            return use_model(self.parts, row, batch_size)
+
+    def drop_model(self, name: str) -> int:
+        """Delete a model that is not active: its vectors, index files and rows."""
+        with self.writing():
+            return models.drop_model(self.parts, name)
+
+    def active_model_row(self) -> EmbeddingModel:
+        return models.active_model(self.parts)
+
+    def preparer(
+        self, row: EmbeddingModel | None = None
+    ) -> Callable[[bytes], tuple[Picture, Tensor]]:
+        """Image bytes -> (picture, input tensor) for a model (the active one by default), without
+        loading the model (see :func:`imgvec.embed.runtime.prepare`)."""
+        return self.parts.models.preparer(row or self.active_model_row())
+
+    def embedder(self, row: EmbeddingModel | None = None) -> Embedder:
+        """A model of the library (the active one by default), loaded on first use."""
+        return self.parts.models.embedder(row or self.active_model_row())
+
+    # --- adding and removing ---------------------------------------------------------------------
+
+    def add(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        model: str | None = None,
+        weights: str | None = None,
+        layer: str | None = None,
+        batch_size: int = 32,
+        prune: bool = False,
+    ) -> AddReport:
+        """Add files and folders (recursively); :mod:`imgvec.ops.add` says what happens to each.
+
+        ``prune`` also removes the images of folders that now read as empty or are missing
+        (without it they are kept, since that is what an unmounted drive looks like)."""
+        with self.writing():
+            model_row = models.ensure_model(self.parts, model, weights, layer)
+            roots = [os.fspath(p) for p in paths]
+            return add_paths(self.parts, model_row, roots, batch_size, prune)
+
+    def remove(self, paths: Sequence[str | os.PathLike[str]]) -> RemoveReport:
+        """Remove files, or whole folders, from the library (the files themselves are untouched)."""
+        errors: list[FileError] = []
+        with self.writing():
+            with self.session() as session, session.begin():
+                ids: set[int] = set()
+                for path in paths:
+                    normal = scan.normalize(path)
+                    storable = scan.is_utf8(normal)
+                    found = store.image_ids_under(session, [normal]) if storable else []
+                    if not found:
+                        self.parts.fail(errors, os.fspath(path), "not in the library")
+                    ids.update(found)
+                removed = store.delete_images(session, sorted(ids))
+            if self.model() is not None:  # also when a killed run committed the removal
+                self.parts.indexes.catch_up(self.active_model_row())
+        return RemoveReport(removed, errors)
+
+    # --- the index -------------------------------------------------------------------------------
+
+    def index(self, model: EmbeddingModel | None = None) -> IndexStore:
+        """A model's versioned index (default: the active model's); writes need :meth:`writing`."""
+        return self.parts.indexes.of(model or self.active_model_row())
+
+    def index_versions(self) -> list[IndexVersionInfo]:
+        """The active model's kept index versions, newest first."""
+        return self.parts.indexes.versions(self.active_model_row())
+
+    def index_status(self) -> IndexVersionInfo | None:
+        """The active model's active index version (``behind``: changes not yet applied)."""
+        return next((v for v in self.index_versions() if v.status == "active"), None)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the library's write lock (one writer at a time; readers are never blocked), and
+        first delete what a killed writer left in the index folder. Raises
+        :class:`StorageError` on a read-only library, :class:`LibraryLocked` while another
+        process writes."""
+        if self.read_only and self.read_only_reason is not None:
+            raise StorageError(cannot_write(self.read_only_reason))
+        if self.read_only:
+            raise StorageError(
+                f"the library at {self.paths.root} is read-only here; this command writes to it"
+            )
+        with write_lock(self.paths.lock_file):
+            with self.session() as session:
+                known = store.segment_paths(session)
+            artifacts.remove_orphans(self.paths.root, known)
+            yield
+
+    def build_index(
+        self, kind: str | None = None, nlist: int | None = None, nprobe: int | None = None
+    ) -> IndexVersionInfo:
+        """A fresh index version from the stored vectors (no model is loaded)."""
+        with self.writing():
+            return self.index().info(self.index().build(kind, nlist, nprobe))
+
+    def compact_index(self) -> IndexVersionInfo:
+        """Fold delta segments and tombstones into a new base version now."""
+        with self.writing():
+            self.index().update()
+            return self.index().info(self.index().compact())
+
+    def rollback_index(self, version_id: int) -> IndexVersionInfo:
+        """Make an earlier version active again, then apply the later changes to it."""
+        with self.writing():
+            return self.index().info(self.index().rollback(version_id))
+
+    def gc_index(self, keep: int = 2) -> GcReport:
+        with self.writing():
+            return self.index().gc(keep)
+
+    def verify_index(self) -> VerifyReport:
+        """Check the active index (see :meth:`IndexStore.verify`); writes nothing, so it works on
+        a full disk or a read-only library."""
+        with no_writer(self.paths.lock_file) as alone:
+            return self.index().verify(writer_active=not alone)
+
+    def current_index_version(self, model: EmbeddingModel) -> IndexVersion:
+        """The version to search: caught up first, unless another process is writing or the
+        library is read-only here (see :func:`imgvec.ops.query.version_to_search`)."""
+        why = None
+        if self.read_only:
+            why = self.read_only_reason or "the library is read-only here"
+        return query_op.version_to_search(self.parts, model, self.writing, why)
+
+    # --- querying --------------------------------------------------------------------------------
+
+    def query(
+        self,
+        images: Sequence[str | os.PathLike[str]],
+        k: int = DEFAULT_K,
+        where: str | None = None,
+        model: str | None = None,
+    ) -> list[QueryResult]:
+        """For each image, the k most similar library images, best first, with cosine scores.
+
+        ``where`` is an SQL condition on the ``photos`` view (e.g. ``"camera_make = 'Canon'"``):
+        only matching images are returned, still k of them when k match. ``model`` queries
+        another stored model with a complete index (see :meth:`models`) instead of the active one.
+        """
+        if k < 1:
+            raise ImgvecError("k must be at least 1")
+        row = self.searchable_model(model) if model else self.active_model_row()
+        return query_op.query(
+            self.parts, self.engine, row, images, k, where, self.current_index_version
+        )
+
+    def vectors(self, model: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored vector of a model (the active one by default): ids (N,) int64 and
+        vectors (N, dim) float32, L2-normalised, in id order."""
+        row = self.find_model(model) if model else self.active_model_row()
+        with self.session() as session:
+            return store.all_vectors(session, row.id, row.dim)
+
+    def vector_lookup(self, model: EmbeddingModel) -> Callable[[np.ndarray], np.ndarray]:
+        """Stored vectors by image id, for exact re-ranking (see
+        :func:`imgvec.index.search.vector_lookup`)."""
+        return vector_lookup(self._sessions, model)
+
+    # --- metadata ---------------------------------------------------------------------------------
+
+    def sql(self, statement: str) -> SqlResult:
+        """Run one read-only SQL statement on the library database (writes are refused)."""
+        from imgvec.storage import user_sql
+
+        return user_sql.run(self.engine, statement)
+
+    def backfill(self) -> BackfillReport:
+        """Read EXIF and pixel size of images added before imgvec recorded them (no decoding)."""
+        with self.writing():
+            return backfill_op.backfill(self.parts)
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def status(self, failure_limit: int = 20) -> Status:
+        """What the library holds: images, failures (up to ``failure_limit``), models, index."""
+        with self.session() as session:
+            images, failed = store.count_images(session)
+            active = store.active_model(session)
+            failures = [FileError(p, r) for p, r in store.failures(session, failure_limit)]
+        index = None if active is None else self.index_status()
+        database = make_url(self.paths.db_url).render_as_string(hide_password=True)
+        return Status(
+            str(self.paths.root), database, images, failed, self.models(), index, failures
+        )
+
+    # --- vectors in and out -----------------------------------------------------------------------
+
+    def export_vectors(
+        self, out: str | os.PathLike[str], fmt: str | None = None, model: str | None = None
+    ) -> ExportInfo:
+        """Write a model's vectors (the active one's by default) with image ids, paths and
+        content hashes to ``out`` (.npz, .parquet, .h5), atomically."""
+        row = self.find_model(model) if model else self.active_model_row()
+        return exchange.export_vectors(self.parts, row, Path(out), fmt)
+
+    def import_vectors(self, path: str | os.PathLike[str]) -> ImportInfo:
+        """Store an export's vectors for the images of this library (matched by content hash,
+        else path), then bring that model's index up to date. No model runs."""
+        with self.writing():
+            return exchange.import_vectors(self.parts, Path(path))
+
+    # --- what imgvec can do ----------------------------------------------------------------------
+
+    @staticmethod
+    def available_models() -> dict[str, ModelSpec]:
+        """Every model imgvec can embed with (built-in and plugins), by name."""
+        return available()
+
+
+def _open_database(url: str, reporter: Reporter, read_only: bool, frozen: bool = False) -> Engine:
+    """An engine whose schema is current (upgraded unless ``read_only``); see ``make_engine``."""
+    engine = make_engine(url, read_only=read_only, frozen=frozen)
+    try:
+        upgrade_schema(engine, reporter.notice, read_only=read_only)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine

@@ -1,0 +1,130 @@
+"""Measuring recall@k of an approximate index against exact search, and tuning nprobe to a target.
+
+Queries are a sample of the library's own vectors; each query's own id is left out of both the
+exact and the approximate neighbours, so recall counts only the other images it should find.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from imgvec.index import rules
+
+DEFAULT_TARGET = 0.95
+SAMPLE_QUERIES = 256
+K = 10
+
+
+@dataclass(frozen=True)
+class Tuning:
+    nprobe: int
+    recall: float
+    curve: dict[int, float]
+
+
+def sample(
+    ids: np.ndarray, vectors: np.ndarray, n: int = SAMPLE_QUERIES, seed: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    pick = _pick(len(ids), n, seed)
+    return ids[pick], vectors[pick]
+
+
+def sample_ids(ids: np.ndarray, n: int = SAMPLE_QUERIES, seed: int = 1) -> np.ndarray:
+    return ids[_pick(len(ids), n, seed)]
+
+
+def _pick(total: int, n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).choice(total, min(n, total), replace=False)
+
+
+EXACT_BLOCK_BYTES = 64 << 20
+"""Scores computed at once by :func:`exact_top_k` (queries x vectors x 4 bytes), so that exact
+search over millions of vectors needs tens of MB beyond the vectors, not gigabytes."""
+
+
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """THE exact search: the ``k`` rows of ``vectors`` with the largest inner product with each
+    query (cosine, for unit vectors), best first; equal scores keep the lower row first.
+
+    ``vectors``: (N, d), ``queries``: (Q, d), float32. Returns ``(scores, rows)``, (Q, k) float32
+    and int64, padded with ``-inf`` and ``-1`` when N < k. Everything that needs ground truth
+    (index tuning, filtered search, ``imgvec bench``, the benchmarks) calls this one function.
+    """
+    n_queries = len(queries)
+    scores = np.full((n_queries, k), -np.inf, np.float32)
+    rows = np.full((n_queries, k), -1, np.int64)
+    take = min(k, len(vectors))
+    if take == 0 or n_queries == 0:
+        return scores, rows
+    block = max(1, EXACT_BLOCK_BYTES // (4 * len(vectors)))
+    for start in range(0, n_queries, block):
+        part = (
+            np.asarray(queries[start : start + block], np.float32)
+            @ np.asarray(vectors, np.float32).T
+        )
+        if take < part.shape[1]:
+            top = np.argpartition(-part, take - 1, axis=1)[:, :take]
+        else:
+            top = np.broadcast_to(np.arange(part.shape[1]), part.shape)
+        top_scores = np.take_along_axis(part, top, axis=1)
+        order = np.lexsort((top, -top_scores), axis=1)
+        rows[start : start + block, :take] = np.take_along_axis(top, order, axis=1)
+        scores[start : start + block, :take] = np.take_along_axis(top_scores, order, axis=1)
+    return scores, rows
+
+
+def exact_neighbours(
+    ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int = K + 1
+) -> np.ndarray:
+    """Ids of the ``k`` exact neighbours of each query (see :func:`exact_top_k`), -1 padded."""
+    rows = exact_top_k(vectors, queries, k)[1]
+    return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+
+
+def recall_at_k(
+    relevant: Sequence[Iterable[int]],
+    found: Sequence[Iterable[int]] | np.ndarray,
+    k: int = K,
+    own: Sequence[int] | np.ndarray | None = None,
+) -> float:
+    """THE recall@k: per query, the share of its relevant ids found among its first ``k``
+    results, averaged over the queries (a query with nothing relevant counts 1.0).
+
+    For an approximate index, ``relevant`` is each query's exact top-k (:func:`exact_top_k`);
+    for retrieval quality (``imgvec eval``), the other members of its labelled group. With
+    ``own`` (each query's own id), that id is left out of both. Negative ids are padding.
+    """
+    if own is None:
+        own = [None] * len(relevant)
+    shares = []
+    for query_own, wanted_ids, got_ids in zip(own, relevant, found, strict=True):
+        wanted = [int(i) for i in wanted_ids if i != query_own and i >= 0]
+        if own[0] is not None:
+            wanted = wanted[:k]
+        got = [int(i) for i in got_ids if i != query_own][:k]
+        shares.append(len(set(got).intersection(wanted)) / len(wanted) if wanted else 1.0)
+    return float(np.mean(shares)) if shares else 1.0
+
+
+def tune_nprobe(
+    search: Callable[[int], np.ndarray],
+    query_ids: np.ndarray,
+    truth: np.ndarray,
+    nlist: int,
+    target: float = DEFAULT_TARGET,
+) -> Tuning:
+    """The smallest nprobe (powers of two) whose recall@10 meets ``target``; else the best seen.
+
+    ``search(nprobe)`` returns the approximate ids (k+1 per query) at that nprobe. autofaiss tunes
+    its search parameters to a recall target on held-out queries in the same way.
+    """
+    curve: dict[int, float] = {}
+    for nprobe in rules.nprobe_candidates(nlist):
+        curve[nprobe] = recall_at_k(truth, search(nprobe), own=query_ids)
+        if curve[nprobe] >= target:
+            return Tuning(nprobe, curve[nprobe], curve)
+    best = max(curve, key=lambda p: (curve[p], -p))
+    return Tuning(best, curve[best], curve)

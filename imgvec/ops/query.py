@@ -1,0 +1,187 @@
+"""``imgvec query``: for each query image, the k most similar library images, best first.
+
+A query image that is in the library, unchanged on disk, is answered from its stored vector (no
+model runs); the others are embedded in batches (:func:`imgvec.embed.batches.embedded_batches`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+
+import numpy as np
+from sqlalchemy import Engine
+
+from imgvec import scan
+from imgvec.embed.batches import Loaded, embedded_batches, load_file
+from imgvec.errors import ImgvecError, LibraryLocked, storage_problem
+from imgvec.index.search import filtered_search, vector_lookup
+from imgvec.ops.parts import Parts
+from imgvec.storage import store
+from imgvec.storage.schema import EmbeddingModel, IndexVersion
+from imgvec.types import QueryHit, QueryResult
+
+DEFAULT_K = 10
+QUERY_BATCH_SIZE = 32
+
+
+def query(
+    parts: Parts,
+    engine: Engine,
+    model: EmbeddingModel,
+    images: Sequence[str | os.PathLike[str]],
+    k: int,
+    where: str | None,
+    version_of: Callable[[EmbeddingModel], IndexVersion],
+) -> list[QueryResult]:
+    """One :class:`QueryResult` per image, in order; a file that cannot be read gets its error.
+
+    ``version_of(model)`` gives the index version to search (the caller decides whether it may
+    catch the index up first). Raises ImgvecError for k < 1 or a bad ``where``.
+    """
+    if k < 1:
+        raise ImgvecError("k must be at least 1")
+    results = [QueryResult(scan.normalize(image)) for image in images]
+    vectors: dict[int, np.ndarray] = {}
+    for position, result in enumerate(results):
+        stored = _stored_vector(parts, result.query, model)
+        if stored is not None:
+            vectors[position] = stored
+            result.vector_source = "stored"
+    missing = [p for p in range(len(results)) if p not in vectors]
+    vectors.update(_embed(parts, model, results, missing))
+    if not vectors:
+        return results
+    order = sorted(vectors)
+    queries = np.stack([vectors[p] for p in order])
+    stopwatch = parts.models.stopwatch
+    if where is None:
+        version = version_of(model)
+        index = parts.indexes.of(model)
+        with stopwatch("index load"):
+            index.load(version)
+        with stopwatch("search"):
+            scores, ids = index.search(version, queries, k, vector_lookup(parts.sessions, model))
+    else:
+        scores, ids, plan = filtered_search(
+            engine,
+            parts.sessions,
+            model,
+            queries,
+            k,
+            where,
+            lambda: (parts.indexes.of(model), version_of(model)),
+        )
+        for position in order:
+            results[position].filter = plan
+    with parts.sessions() as session:
+        paths = store.paths_of(session, {int(i) for i in ids.ravel() if i >= 0})
+    for row, position in enumerate(order):
+        results[position].hits = [
+            QueryHit(int(i), paths[int(i)], float(s))
+            for s, i in zip(scores[row], ids[row], strict=True)
+            if i >= 0 and int(i) in paths
+        ]
+    return results
+
+
+def _embed(
+    parts: Parts, model: EmbeddingModel, results: list[QueryResult], positions: list[int]
+) -> dict[int, np.ndarray]:
+    """Vectors of the query files at ``positions``; a file that cannot be read gets its error
+    and no vector."""
+    if not positions:
+        return {}
+    prepare = parts.models.preparer(model)  # imports torch (timed)
+
+    def load(position: int) -> tuple[int, Loaded]:
+        return position, load_file(results[position].query, prepare)
+
+    vectors: dict[int, np.ndarray] = {}
+    batches = embedded_batches(
+        positions,
+        load,
+        lambda item: item[1],
+        lambda batch: parts.models.embed(model, batch),
+        QUERY_BATCH_SIZE,
+    )
+    for batch, embedded in batches:
+        for position, loaded in batch:
+            if loaded.error is not None:
+                results[position].error = loaded.error
+                parts.fail([], results[position].query, loaded.error)
+            else:
+                assert loaded.content_hash is not None
+                vectors[position] = embedded[loaded.content_hash]
+    return vectors
+
+
+def _stored_vector(parts: Parts, path: str, model: EmbeddingModel) -> np.ndarray | None:
+    """The stored vector of a query image that is in the library and unchanged on disk."""
+    if not scan.is_utf8(path):  # never stored: the database holds UTF-8 text
+        return None
+    with parts.sessions() as session:
+        row = store.image_by_path(session, path)
+        if row is None or row.error is not None:
+            return None
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        if (info.st_size, info.st_mtime_ns) != (row.size, row.mtime_ns):
+            return None
+        data = store.stored_vector(session, row.id, model.id)
+    return None if data is None else store.bytes_to_vector(data)
+
+
+def version_to_search(
+    parts: Parts,
+    model: EmbeddingModel,
+    writing: Callable[[], AbstractContextManager[None]],
+    read_only_reason: str | None = None,
+) -> IndexVersion:
+    """The index version to search: caught up first (under ``writing()``, the write lock),
+    unless another process holds the lock, the library is read-only here (``read_only_reason``)
+    or the storage refuses writes; then the active version as it is, with a notice. Raises
+    ImgvecError when there is no usable version at all.
+    """
+    index = parts.indexes.of(model)
+    version, _ = index.active()
+    if version is not None and parts.indexes.is_current(model):
+        return version
+    if read_only_reason is not None:
+        why = read_only_reason
+        if version is None or not index.intact(version):
+            raise ImgvecError(f"the library has no usable index, and it cannot be built ({why})")
+        parts.reporter.notice(
+            f"The index cannot be brought up to date ({why}): searching version "
+            f"{version.id}; removals show, the newest additions do not"
+        )
+        return version
+    try:
+        with writing():
+            return index.update()
+    except LibraryLocked:
+        if version is None:
+            raise ImgvecError(
+                "the index is being built by another imgvec process; try again when it has finished"
+            ) from None
+        parts.reporter.notice(
+            "Another process is updating the library: removals show, "
+            "its newest additions will once it finishes"
+        )
+        return version
+    except Exception as error:
+        problem = storage_problem(error)
+        if problem is not None and version is None:
+            raise ImgvecError(
+                f"the library has no usable index, and it cannot be built ({problem})"
+            ) from None
+        if problem is None or version is None or not index.intact(version):
+            raise
+        parts.reporter.notice(
+            f"The index cannot be brought up to date ({problem}): searching version "
+            f"{version.id}; removals show, the newest additions do not"
+        )
+        return version

@@ -1,0 +1,285 @@
+"""The data imgvec hands out: reports of operations, query hits, model and index information.
+
+Plain dataclasses with no behaviour beyond describing themselves; ``to_json()`` gives the shape
+that ``--json`` prints (and the HTTP API will serve), defined once here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+class Data:
+    """``to_json()``: the dataclass as a dict (nested dataclasses too), as ``--json`` prints it."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
+class ModelRow(Protocol):
+    """What a stored model identity has (the database row, or anything alike)."""
+
+    id: int
+    name: str
+    layer: str
+    weights: str
+    weights_path: str | None
+    preprocessing: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class FileError(Data):
+    path: str
+    reason: str
+
+
+@dataclass
+class AddReport(Data):
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    ignored: int = 0
+    """Files in the folders that are not images (or are hidden); ``--verbose`` lists them."""
+    kept: int = 0
+    """Library images that could not be checked (unreadable or emptied folder): left as they
+    were, not removed."""
+    errors: list[FileError] = field(default_factory=list)
+    known_failures: int = 0
+    """Unchanged files that earlier runs could not read (counted in ``unchanged``)."""
+    interrupted: bool = False
+
+    def summary(self) -> str:
+        text = (
+            f"added {self.added}, updated {self.updated}, moved {self.moved}, "
+            f"unchanged {self.unchanged}, removed {self.removed}, failed {self.failed}, "
+            f"ignored {self.ignored}"
+        )
+        if self.kept:
+            text += f", kept {self.kept} not seen"
+        if self.known_failures:
+            text += f" ({self.known_failures} unchanged files still unreadable: imgvec status)"
+        return text
+
+
+@dataclass
+class SwitchReport(Data):
+    model: str
+    embedded: int = 0
+    reused: int = 0
+    already: int = 0
+    failed: int = 0
+    errors: list[FileError] = field(default_factory=list)
+    switched: bool = False
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class ModelInfo(Data):
+    name: str
+    layer: str
+    weights: str
+    weights_path: str | None
+    preprocessing: str
+    dim: int
+
+    @classmethod
+    def of(cls, row: ModelRow) -> ModelInfo:
+        return cls(row.name, row.layer, row.weights, row.weights_path, row.preprocessing, row.dim)
+
+    def short_weights(self) -> str:
+        return self.weights[:19] + "…" if self.weights.startswith("sha256:") else self.weights
+
+    def label(self) -> str:
+        return f"{self.name}/{self.layer} ({self.short_weights()}, {self.dim}-d)"
+
+
+@dataclass(frozen=True)
+class QueryHit(Data):
+    id: int
+    path: str
+    score: float
+
+
+@dataclass
+class QueryResult(Data):
+    query: str
+    hits: list[QueryHit] = field(default_factory=list)
+    error: str | None = None
+    filter: dict[str, Any] | None = None
+    """With ``where``: the condition, how many images matched, and the strategy used."""
+    vector_source: str = "embedded"
+    """``stored`` when the query image is in the library and its stored vector was used."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "vector": self.vector_source,
+            "error": self.error,
+            "filter": self.filter,
+            "results": [hit.to_json() for hit in self.hits],
+        }
+
+
+@dataclass(frozen=True)
+class BackfillReport(Data):
+    updated: int
+    errors: list[FileError]
+
+
+@dataclass(frozen=True)
+class RemoveReport(Data):
+    removed: int
+    errors: list[FileError]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"removed": self.removed, "errors": [e.to_json() for e in self.errors]}
+
+
+@dataclass(frozen=True)
+class ModelStatus(Data):
+    model: ModelInfo
+    embeddings: int
+    active: bool
+    images: int = 0
+    complete: bool = False
+    """Every readable image has a vector for this model."""
+    indexed: bool = False
+
+
+@dataclass(frozen=True)
+class Status(Data):
+    library: str
+    database: str
+    images: int
+    failed: int
+    models: list[ModelStatus]
+    index: IndexVersionInfo | None
+    failures: list[FileError]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["index"] = None if self.index is None else self.index.summary_json()
+        return data
+
+
+@dataclass(frozen=True)
+class IndexVersionInfo(Data):
+    """One version of a model's index: what it is, how it was made, its segment files."""
+
+    id: int
+    kind: str
+    params: dict[str, Any]
+    n_vectors: int
+    change_seq: int
+    train_size: int | None
+    recall: float | None
+    operation: str
+    status: str
+    created_at: datetime
+    segments: list[dict[str, Any]]
+    """role, path, n_vectors, size_bytes (bytes), sha256, created_seq of each segment file."""
+    behind: bool = False
+    """Changes to the vectors since it was made, not yet applied (the next write applies them)."""
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(int(segment["size_bytes"]) for segment in self.segments)
+
+    def to_json(self, *, behind: bool = False) -> dict[str, Any]:
+        """``imgvec index list --json`` (and, with ``behind``, ``imgvec index status --json``)."""
+        data = asdict(self)
+        data.pop("behind")
+        return data | {"behind": self.behind} if behind else data
+
+    def brief_json(self) -> dict[str, Any]:
+        """What ``imgvec index build/rebuild/compact/rollback --json`` print."""
+        return {
+            "version": self.id,
+            "kind": self.kind,
+            "params": self.params,
+            "n_vectors": self.n_vectors,
+            "change_seq": self.change_seq,
+            "train_size": self.train_size,
+            "recall": self.recall,
+            "operation": self.operation,
+        }
+
+    def summary_json(self) -> dict[str, Any]:
+        """The ``index`` of ``imgvec status --json``."""
+        return {
+            "version": self.id,
+            "kind": self.kind,
+            "params": self.params,
+            "n_vectors": self.n_vectors,
+            "segments": len(self.segments),
+            "size_bytes": self.size_bytes,
+            "recall": self.recall,
+            "created_at": self.created_at,
+            "stale": self.behind,
+        }
+
+
+@dataclass
+class VerifyReport(Data):
+    version: int | None
+    checked_segments: int = 0
+    live_vectors: int = 0
+    pending_changes: int = 0
+    problems: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+    """imgvec's own files that no row names, left by an interrupted write: harmless; the next
+    writing command deletes them."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"ok": self.ok}
+
+
+@dataclass(frozen=True)
+class GcReport(Data):
+    versions_deleted: int
+    files_deleted: int
+    bytes_freed: int
+    changes_pruned: int
+
+
+@dataclass(frozen=True)
+class ExportInfo(Data):
+    path: str
+    format: str
+    model: str
+    """The model's label (see ``ModelInfo.label``)."""
+    vectors: int
+    dim: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ImportInfo(Data):
+    path: str
+    format: str
+    model: str
+    rows: int
+    """Rows in the file."""
+    imported: int
+    """Library images given a vector."""
+    by_hash: int
+    """Exported rows matched to library images by content hash."""
+    by_path: int
+    """Exported rows without a usable hash matched by path."""
+    unmatched: int
+    """Exported images that are not in this library."""
+    changed: int = 0
+    """Exported rows whose path is in the library with other content (not imported)."""
+    already_present: int = 0
+    """Matched images that already had a vector for the model (left as they were)."""
+    created_model: bool = False
