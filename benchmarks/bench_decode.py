@@ -1,9 +1,9 @@
 """Memory and time to prepare one image for a model, by shape and kind (issue 11).
 
 Each case runs in a fresh interpreter: imports, a warm-up on a small photo, then the peak
-resident memory (``getrusage``) is read before and after ``embed.prepare`` of the case's file.
-The difference is what that one image costs; ``--whole-resize`` also measures the recipe before
-issue 11 (resize the whole picture, then crop) for the shapes where it is affordable.
+resident memory (``getrusage``) before and after ``embed.runtime.prepare`` of the case's file;
+``--whole-resize`` (the default) also measures the recipe before issue 11 (resize the whole
+picture, then crop) on the lines where it is affordable. BENCHMARKS.md says what the table means.
 
     .venv/bin/python -m benchmarks.bench_decode --out BENCHMARKS.md
 """
@@ -11,20 +11,13 @@ issue 11 (resize the whole picture, then crop) for the shapes where it is afford
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from benchmarks.machine import CpuMeter
-from benchmarks.report import write_section
-
-START, END = "<!-- decode:start -->", "<!-- decode:end -->"
-HEADER = "# Benchmarks\n"
+from benchmarks import common
 
 CASES: list[tuple[str, tuple[int, int], str, str]] = [
     ("640x480 photo", (640, 480), "RGB", "JPEG"),
@@ -38,31 +31,12 @@ CASES: list[tuple[str, tuple[int, int], str, str]] = [
 WHOLE_RESIZE_MAX_PIXELS = 20_000
 """The old recipe is measured only on lines up to this length (a 60000-pixel line took 15 GB)."""
 
-_CHILD = """
-import json, resource, sys, time
-from imgvec.embed import prepare, preprocess_image
-from imgvec.embedders.registry import Preprocess
-from imgvec.images import decode
-prep = Preprocess(resize=256, crop=224)
-prepare(open(sys.argv[1], "rb").read(), prep)  # warm-up: lazy imports, allocator
-data = open(sys.argv[2], "rb").read()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-start = time.perf_counter()
-if sys.argv[3] == "whole":
-    from torchvision.transforms.v2 import functional as F
-    image = decode(data).image
-    image = F.resize(image, [prep.resize], interpolation=F.InterpolationMode.BILINEAR)
-    F.center_crop(image, [prep.crop, prep.crop])
-else:
-    prepare(data, prep)
-seconds = time.perf_counter() - start
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"mib": (after - before) / 1024, "seconds": seconds, "base_mib": before / 1024}))
-"""
-
 
 def write_case(folder: Path, size: tuple[int, int], mode: str, fmt: str) -> Path:
     """A seeded noise image of ``size`` in ``mode``, saved as ``fmt``."""
+    import numpy as np
+    from PIL import Image
+
     rng = np.random.default_rng(0)
     width, height = size
     if mode == "I;16":
@@ -76,71 +50,77 @@ def write_case(folder: Path, size: tuple[int, int], mode: str, fmt: str) -> Path
     return path
 
 
-def measure(warm: Path, path: Path, recipe: str) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(warm), str(path), recipe],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def child_prepare(task: dict[str, Any]) -> dict[str, Any]:
+    from imgvec.decode.images import decode
+    from imgvec.embed.runtime import prepare
+    from imgvec.embed.spec import Preprocess
+
+    prep = Preprocess(resize=256, crop=224)
+    prepare(Path(task["warm"]).read_bytes(), prep)  # warm-up: lazy imports, allocator
+    data = Path(task["path"]).read_bytes()
+    before = common.peak_rss()
+    started = time.perf_counter()
+    if task["recipe"] == "whole":
+        from torchvision.transforms.v2 import functional as F
+
+        image = F.resize(decode(data).image, [prep.resize], F.InterpolationMode.BILINEAR)
+        F.center_crop(image, [prep.crop, prep.crop])
+    else:
+        prepare(data, prep)
+    seconds = time.perf_counter() - started
+    return {"mib": (common.peak_rss() - before) / common.MIB, "seconds": seconds, "base": before}
 
 
-def run(cases: list[tuple[str, tuple[int, int], str, str]], whole_resize: bool) -> str:
-    meter = CpuMeter()
+def measure(cases: Sequence[tuple[str, tuple[int, int], str, str]], whole: bool) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="imgvec-bench-decode-") as scratch:
-        folder = Path(scratch)
-        warm = write_case(folder, (64, 48), "RGB", "JPEG")
+        warm = write_case(Path(scratch), (64, 48), "RGB", "JPEG")
         for name, size, mode, fmt in cases:
-            path = write_case(folder, size, mode, fmt)
-            now = measure(warm, path, "prepare")
-            old = "-"
-            if whole_resize and min(size) == 1 and max(size) <= WHOLE_RESIZE_MAX_PIXELS:
-                before = measure(warm, path, "whole")
-                old = f"{before['mib']:.0f} MiB, {before['seconds']:.2f} s"
-            rows.append(
-                f"| {name} | {fmt} {mode} | {path.stat().st_size / 1024:.0f} KiB "
-                f"| {now['mib']:.0f} | {now['seconds']:.3f} | {old} | {now['base_mib']:.0f} |"
+            path = write_case(Path(scratch), size, mode, fmt)
+            task = {"kind": "prepare", "warm": str(warm), "path": str(path), "recipe": "prepare"}
+            row = {"case": name, "kind": f"{fmt} {mode}", "file_bytes": path.stat().st_size}
+            row["now"] = common.run_child("benchmarks.bench_decode", task, timeout=600)
+            if whole and min(size) == 1 and max(size) <= WHOLE_RESIZE_MAX_PIXELS:
+                task["recipe"] = "whole"
+                row["whole"] = common.run_child("benchmarks.bench_decode", task, timeout=600)
+            rows.append(row)
+    return rows
+
+
+def decode_table(rows: Sequence[dict[str, Any]]) -> str:
+    return common.table(
+        "image | kind | file | peak MiB above baseline | seconds | whole-image resize (the recipe "
+        "before issue 11) | baseline MiB",
+        (
+            f"{row['case']} | {row['kind']} | {row['file_bytes'] / 1024:.0f} KiB "
+            f"| {row['now']['mib']:.0f} | {row['now']['seconds']:.3f} | "
+            + (
+                f"{row['whole']['mib']:.0f} MiB, {row['whole']['seconds']:.2f} s"
+                if "whole" in row
+                else "-"
             )
-    busy = meter.other_cores()
-    busy_text = "unknown" if busy is None else f"{busy:.2f}"
-    table = "\n".join(
-        [
-            "| image | kind | file | peak MiB above baseline | seconds | whole-image resize "
-            "(the recipe before issue 11) | baseline MiB |",
-            "|---|---|---:|---:|---:|---|---:|",
-            *rows,
-        ]
-    )
-    return (
-        f"{START}\n## Preparing one image for a model: memory by shape (issue 11)\n\n"
-        "Command: `.venv/bin/python -m benchmarks.bench_decode --out BENCHMARKS.md`. Each row is "
-        "a fresh interpreter: the peak resident memory `embed.prepare` (decode, upright, RGB, "
-        "resize 256, crop 224) added to the process after a warm-up, at the model size of the "
-        "torchvision models. Other cores busy during the run: "
-        f"{busy_text}.\n\n{table}\n{END}"
+            + f" | {row['now']['base'] / common.MIB:.0f}"
+            for row in rows
+        ),
+        "llrrrlr",
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="Markdown file to write the section into.")
-    parser.add_argument("--cases", help="Comma-separated case names (default: all).", default=None)
-    parser.add_argument(
-        "--no-whole-resize", action="store_true", help="Skip measuring the old recipe."
-    )
-    args = parser.parse_args()
-    cases = CASES
-    if args.cases:
-        wanted = set(args.cases.split(","))
-        cases = [c for c in CASES if c[0] in wanted]
-    section = run(cases, whole_resize=not args.no_whole_resize)
-    print(section)
-    if args.out:
-        write_section(args.out, section, START, END, HEADER)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--cases", help="comma-separated case names (default: all)")
+    parser.add_argument("--no-whole-resize", action="store_true", help="skip the old recipe")
+    common.report_args(parser)
+    args = parser.parse_args(argv)
+    if args.child:
+        return common.child_main({"prepare": child_prepare}, args.child)
+    started, meter = time.perf_counter(), common.CpuMeter()
+    wanted = set(args.cases.split(",")) if args.cases else {case[0] for case in CASES}
+    rows = measure([c for c in CASES if c[0] in wanted], whole=not args.no_whole_resize)
+    run = common.run_line(common.command_line("benchmarks.bench_decode", argv), started, meter)
+    common.publish("bench_decode", {"run": run, "table": decode_table(rows)}, rows, args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
