@@ -132,13 +132,25 @@ def test_recall_at_k_averages_over_queries_and_counts_positions() -> None:
     assert recall.recall_at_k([set()], [[4]], k=1) == 1.0
 
 
+def test_exact_top_k_orders_copies_as_faiss_does() -> None:
+    """Equal scores (copies of one photo): the later row first, as FAISS; so a flat index's
+    recall against exact search is 1.0, and --where and plain queries rank copies alike."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((6, 4)).astype(np.float32)
+    vectors[3] = vectors[5] = vectors[1]
+    flat = faiss_ops.flat(np.arange(6), vectors)
+    expected = faiss_ops.search([faiss_ops.Segment(flat, "flat")], vectors[1:2], 6)[1]
+    np.testing.assert_array_equal(recall.exact_top_k(vectors, vectors[1:2], 6)[1], expected)
+    assert list(expected[0, :3]) == [5, 3, 1]
+
+
 def test_exact_top_k_is_sorted_padded_and_blockwise() -> None:
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((50, 8)).astype(np.float32)
     queries = rng.standard_normal((7, 8)).astype(np.float32)
     scores, rows = recall.exact_top_k(vectors, queries, 5)
     full = queries @ vectors.T
-    np.testing.assert_array_equal(rows, np.argsort(-full, axis=1, kind="stable")[:, :5])
+    np.testing.assert_array_equal(rows, np.argsort(-full, axis=1, kind="stable")[:, :5])  # no ties
     np.testing.assert_allclose(scores, np.take_along_axis(full, rows, axis=1), rtol=1e-6)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(recall, "EXACT_BLOCK_BYTES", 4 * 50 * 2)  # two queries per block

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -47,7 +48,8 @@ search over millions of vectors needs tens of MB beyond the vectors, not gigabyt
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """THE exact search: the ``k`` rows of ``vectors`` with the largest inner product with each
-    query (cosine, for unit vectors), best first; equal scores keep the lower row first.
+    query (cosine, for unit vectors), best first; of equal scores the later row comes first, as
+    FAISS orders them (so that an exact index measures recall 1.0 against it, copies included).
 
     ``vectors``: (N, d), ``queries``: (Q, d), float32. Returns ``(scores, rows)``, (Q, k) float32
     and int64, padded with ``-inf`` and ``-1`` when N < k. Everything that needs ground truth
@@ -70,7 +72,7 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
         else:
             top = np.broadcast_to(np.arange(part.shape[1]), part.shape)
         top_scores = np.take_along_axis(part, top, axis=1)
-        order = np.lexsort((top, -top_scores), axis=1)
+        order = np.lexsort((-top, -top_scores), axis=1)  # ties: the later row first
         rows[start : start + block, :take] = np.take_along_axis(top, order, axis=1)
         scores[start : start + block, :take] = np.take_along_axis(top_scores, order, axis=1)
     return scores, rows
@@ -105,8 +107,9 @@ def recall_at_k(
         if own[0] is not None:
             wanted = wanted[:k]
         got = [int(i) for i in got_ids if i != query_own][:k]
-        shares.append(len(set(got).intersection(wanted)) / len(wanted) if wanted else 1.0)
-    return float(np.mean(shares)) if shares else 1.0
+        hits = len(set(got).intersection(wanted))
+        shares.append(Fraction(hits, len(wanted)) if wanted else Fraction(1))
+    return float(sum(shares, Fraction(0)) / len(shares)) if shares else 1.0
 
 
 def tune_nprobe(
