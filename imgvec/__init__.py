@@ -10,9 +10,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from imgvec.api import AddReport, Library, QueryHit, QueryResult
+    from imgvec.api import (
+        DEFAULT_MODEL,
+        AddReport,
+        FileError,
+        Library,
+        ModelInfo,
+        QueryHit,
+        QueryResult,
+    )
 
-__all__ = ["AddReport", "Library", "QueryHit", "QueryResult"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "AddReport",
+    "FileError",
+    "Library",
+    "ModelInfo",
+    "QueryHit",
+    "QueryResult",
+]
 __version__ = "0.1.0"
 
 

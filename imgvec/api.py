@@ -233,7 +233,7 @@ class Library:
 
     def add(
         self,
-        paths: Sequence[str | os.PathLike[str]],
+        paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
         *,
         model: str | None = None,
         weights: str | None = None,
@@ -247,16 +247,17 @@ class Library:
         (without it they are kept, since that is what an unmounted drive looks like)."""
         with self.writing():
             model_row = models.ensure_model(self.parts, model, weights, layer)
-            roots = [os.fspath(p) for p in paths]
-            return add_paths(self.parts, model_row, roots, batch_size, prune)
+            return add_paths(self.parts, model_row, _paths(paths), batch_size, prune)
 
-    def remove(self, paths: Sequence[str | os.PathLike[str]]) -> RemoveReport:
+    def remove(
+        self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
+    ) -> RemoveReport:
         """Remove files, or whole folders, from the library (the files themselves are untouched)."""
         errors: list[FileError] = []
         with self.writing():
             with self.session() as session, session.begin():
                 ids: set[int] = set()
-                for path in paths:
+                for path in _paths(paths):
                     normal = scan.normalize(path)
                     storable = scan.is_utf8(normal)
                     found = store.image_ids_under(session, [normal]) if storable else []
@@ -340,7 +341,7 @@ class Library:
 
     def query(
         self,
-        images: Sequence[str | os.PathLike[str]],
+        images: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
         k: int = DEFAULT_K,
         where: str | None = None,
         model: str | None = None,
@@ -355,7 +356,7 @@ class Library:
             raise ImgvecError("k must be at least 1")
         row = self.searchable_model(model) if model else self.active_model_row()
         return query_op.query(
-            self.parts, self.engine, row, images, k, where, self.current_index_version
+            self.parts, self.engine, row, _paths(images), k, where, self.current_index_version
         )
 
     def vectors(self, model: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -419,6 +420,14 @@ class Library:
     def available_models() -> dict[str, ModelSpec]:
         """Every model imgvec can embed with (built-in and plugins), by name."""
         return available()
+
+
+def _paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str]:
+    """The API's path arguments as the user means them: one path or several, ``~`` expanded
+    (a bare string is one path, never a sequence of one-letter paths)."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    return [os.path.expanduser(os.fspath(path)) for path in paths]
 
 
 def _open_database(url: str, reporter: Reporter, read_only: bool, frozen: bool = False) -> Engine:

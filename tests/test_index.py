@@ -142,6 +142,9 @@ def test_exact_top_k_orders_copies_as_faiss_does() -> None:
     expected = faiss_ops.search([faiss_ops.Segment(flat, "flat")], vectors[1:2], 6)[1]
     np.testing.assert_array_equal(recall.exact_top_k(vectors, vectors[1:2], 6)[1], expected)
     assert list(expected[0, :3]) == [5, 3, 1]
+    cut = faiss_ops.search([faiss_ops.Segment(flat, "flat")], vectors[1:2], 2)[1]
+    np.testing.assert_array_equal(recall.exact_top_k(vectors, vectors[1:2], 2)[1], cut)
+    assert list(cut[0]) == [3, 1]  # a tie at the cut keeps the earlier rows
 
 
 def test_exact_top_k_is_sorted_padded_and_blockwise() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from importlib.metadata import entry_points
 
 from imgvec.embed.spec import RANDOM_SEED, ModelSpec, WeightsChoice
@@ -42,7 +43,10 @@ def _load_plugins() -> None:
     for module in BUILTIN_MODELS:
         importlib.import_module(module)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
+        try:
+            entry.load()
+        except Exception as error:  # one broken plugin must not take the built-ins with it
+            sys.stderr.write(f"warning: model plugin {entry.value} not loaded: {error}\n")
 
 
 def available() -> dict[str, ModelSpec]:

@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 
 from imgvec.atomic import atomic_write
+from imgvec.errors import ImgvecError
 from imgvec.index import recall, rules
 
 KINDS = ("flat", "ivf", "ivfpq")
@@ -63,7 +64,8 @@ def train(
     ``kind``. IVF kinds are trained on a sample (:func:`imgvec.index.rules.training_size`) with
     ``nlist`` lists (default :func:`imgvec.index.rules.ivf_nlist`); nprobe is not yet set.
 
-    Raises ValueError for an unknown kind.
+    Raises ValueError for an unknown kind, ImgvecError when FAISS refuses to train (for example
+    fewer vectors than lists).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -87,7 +89,11 @@ def train(
         train_size = min(n, max(train_size, 256 * rules.MIN_POINTS_PER_LIST))
     rng = np.random.default_rng(seed)
     sample = vectors if train_size >= n else vectors[rng.choice(n, train_size, replace=False)]
-    index.train(sample)
+    try:
+        index.train(sample)
+    except RuntimeError as error:  # FAISS's own checks, e.g. fewer points than clusters
+        detail = str(error).strip().splitlines()[-1].rpartition("failed: ")[2]
+        raise ImgvecError(f"cannot train a {kind} index on {n} vectors: {detail}") from None
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
     index.add_with_ids(vectors, ids)
     return BuiltIndex(index, kind, params, train_size=min(train_size, n))

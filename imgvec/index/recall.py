@@ -48,8 +48,11 @@ search over millions of vectors needs tens of MB beyond the vectors, not gigabyt
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """THE exact search: the ``k`` rows of ``vectors`` with the largest inner product with each
-    query (cosine, for unit vectors), best first; of equal scores the later row comes first, as
-    FAISS orders them (so that an exact index measures recall 1.0 against it, copies included).
+    query (cosine, for unit vectors), best first.
+
+    Equal scores (copies of one photo) are settled as FAISS's exact search settles them, so that
+    an exact index measures recall 1.0 against this: where a tie straddles the k-th place the
+    earlier rows are kept, and among the kept the later row is listed first.
 
     ``vectors``: (N, d), ``queries``: (Q, d), float32. Returns ``(scores, rows)``, (Q, k) float32
     and int64, padded with ``-inf`` and ``-1`` when N < k. Everything that needs ground truth
@@ -67,15 +70,22 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
             np.asarray(queries[start : start + block], np.float32)
             @ np.asarray(vectors, np.float32).T
         )
-        if take < part.shape[1]:
-            top = np.argpartition(-part, take - 1, axis=1)[:, :take]
-        else:
-            top = np.broadcast_to(np.arange(part.shape[1]), part.shape)
-        top_scores = np.take_along_axis(part, top, axis=1)
-        order = np.lexsort((-top, -top_scores), axis=1)  # ties: the later row first
-        rows[start : start + block, :take] = np.take_along_axis(top, order, axis=1)
-        scores[start : start + block, :take] = np.take_along_axis(top_scores, order, axis=1)
+        for offset, row_scores in enumerate(part):
+            top = _top_rows(row_scores, take)
+            order = np.lexsort((-top, -row_scores[top]))  # ties listed later row first
+            rows[start + offset, :take] = top[order]
+            scores[start + offset, :take] = row_scores[top[order]]
     return scores, rows
+
+
+def _top_rows(row_scores: np.ndarray, take: int) -> np.ndarray:
+    """The ``take`` best rows, a tie at the cut going to the earlier rows."""
+    if take >= len(row_scores):
+        return np.arange(len(row_scores))
+    cut = np.partition(row_scores, len(row_scores) - take)[len(row_scores) - take]
+    above = np.flatnonzero(row_scores > cut)
+    at_cut = np.flatnonzero(row_scores == cut)[: take - len(above)]
+    return np.concatenate([above, at_cut])
 
 
 def exact_neighbours(

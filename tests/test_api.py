@@ -1,0 +1,51 @@
+"""The Python API as a user calls it: one path or several, ``~``, and what FAISS refuses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imgvec.api import Library
+from tests.conftest import FAKE_ARGS, make_image
+
+
+def test_one_path_given_as_a_string_is_one_path(photos: Path, library: Path) -> None:
+    """A bare string is not a sequence of one-letter paths: remove('/x.jpg') once removed "/"."""
+    one = photos / "p0.jpg"
+    with Library.open(library) as lib:
+        assert lib.add(str(photos), model="fake", weights="none").added == 6
+        [result] = lib.query(str(one), k=1)
+        assert result.query == str(one) and result.hits[0].path == str(one)
+        report = lib.remove(one)
+        assert (report.removed, report.errors) == (1, [])
+        assert lib.status().images == 5
+
+
+def test_home_is_expanded_in_image_paths(
+    photos: Path, library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(photos.parent))
+    with Library.open(library) as lib:
+        assert lib.add(["~/photos/sub"], model="fake", weights="none").added == 2
+        assert lib.query(["~/photos/sub/p4.png"], k=1)[0].hits[0].path.endswith("p4.png")
+        assert lib.remove(["~/photos/sub"]).removed == 2
+
+
+def test_an_index_faiss_cannot_train_is_one_line_and_exit_2(
+    tmp_path: Path, imgvec: Callable[..., object]
+) -> None:
+    """60 vectors are enough for IVF's lists but not for PQ's 256 centroids per sub-quantizer."""
+    folder = tmp_path / "sixty"
+    for number in range(60):
+        make_image(folder / f"{number:02}.png", seed=number)
+    assert imgvec("add", folder, *FAKE_ARGS).exit_code == 0  # type: ignore[attr-defined]
+    result = imgvec("index", "build", "--kind", "ivfpq")
+    assert result.exit_code == 2, result.stderr  # type: ignore[attr-defined]
+    lines = result.stderr.splitlines()  # type: ignore[attr-defined]
+    assert lines[-1] == (
+        "error: cannot train a ivfpq index on 60 vectors: Number of training points (60) "
+        "should be at least as large as number of clusters (256)"
+    )
+    assert "Traceback" not in result.stderr and len(lines) == 2  # type: ignore[attr-defined]
