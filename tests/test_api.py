@@ -49,3 +49,14 @@ def test_an_index_faiss_cannot_train_is_one_line_and_exit_2(
         "should be at least as large as number of clusters (256)"
     )
     assert "Traceback" not in result.stderr and len(lines) == 2  # type: ignore[attr-defined]
+
+
+def test_an_unknown_index_kind_is_one_line_and_exit_2(
+    photos: Path, imgvec: Callable[..., object]
+) -> None:
+    assert imgvec("add", photos, *FAKE_ARGS).exit_code == 0  # type: ignore[attr-defined]
+    result = imgvec("index", "build", "--kind", "hnsw")
+    assert result.exit_code == 2  # type: ignore[attr-defined]
+    assert result.stderr == (  # type: ignore[attr-defined]
+        "error: unknown index kind 'hnsw'; choose one of flat, ivf, ivfpq\n"
+    )

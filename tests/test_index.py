@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from imgvec.errors import ImgvecError
 from imgvec.index import faiss_ops, recall, rules
 
 GIB = 1 << 30
@@ -247,7 +248,7 @@ def test_fold_removes_dead_ids_and_adds_new_vectors(kind: str) -> None:
 
 
 def test_unknown_kind_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown index kind"):
+    with pytest.raises(ImgvecError, match="unknown index kind 'hnsw'; choose one of flat, ivf"):
         faiss_ops.build(np.arange(3), clustered(3), "hnsw")
 
 

@@ -64,11 +64,10 @@ def train(
     ``kind``. IVF kinds are trained on a sample (:func:`imgvec.index.rules.training_size`) with
     ``nlist`` lists (default :func:`imgvec.index.rules.ivf_nlist`); nprobe is not yet set.
 
-    Raises ValueError for an unknown kind, ImgvecError when FAISS refuses to train (for example
-    fewer vectors than lists).
+    Raises ImgvecError for an unknown kind, or when FAISS refuses to train (for example fewer
+    vectors than lists).
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    check_kind(kind)
     n, dim = vectors.shape
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -97,6 +96,12 @@ def train(
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
     index.add_with_ids(vectors, ids)
     return BuiltIndex(index, kind, params, train_size=min(train_size, n))
+
+
+def check_kind(kind: str) -> None:
+    """Raises ImgvecError unless ``kind`` is one of :data:`KINDS`."""
+    if kind not in KINDS:
+        raise ImgvecError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
 def flat(ids: np.ndarray, vectors: np.ndarray) -> faiss.Index:

@@ -104,6 +104,8 @@ class IndexStore:
         self, kind: str | None = None, nlist: int | None = None, nprobe: int | None = None
     ) -> IndexVersion:
         """A fresh version from the stored vectors (no model is loaded); trains IVF kinds."""
+        if kind is not None:
+            faiss_ops.check_kind(kind)
         with self.sessions() as session:
             seq = store.last_change(session, self.model.id)
             active = store.active_version(session, self.model.id)
