@@ -320,6 +320,9 @@ class Library:
             return self.index().info(self.index().rollback(version_id))
 
     def gc_index(self, keep: int = 2) -> GcReport:
+        """Delete retired versions beyond the ``keep`` newest (>= 0) and unused index files."""
+        if keep < 0:
+            raise ImgvecError(f"keep must be 0 or more, not {keep}")
         with self.writing():
             return self.index().gc(keep)
 

@@ -60,3 +60,29 @@ def test_an_unknown_index_kind_is_one_line_and_exit_2(
     assert result.stderr == (  # type: ignore[attr-defined]
         "error: unknown index kind 'hnsw'; choose one of flat, ivf, ivfpq\n"
     )
+
+
+def test_the_switch_hint_names_the_whole_identity() -> None:
+    """Only the layer differing: "imgvec model use NAME" alone would switch to nothing new."""
+    from imgvec.ops.models import use_command
+    from imgvec.storage.schema import EmbeddingModel
+
+    def row(weights: str, path: str | None = None) -> EmbeddingModel:
+        return EmbeddingModel(
+            name="m", layer="logits", weights=weights, weights_path=path, preprocessing="", dim=1
+        )
+
+    assert use_command(row("none:seed=0")) == "imgvec model use m --layer logits --weights none"
+    assert use_command(row("sha256:ab", "/w.pth")) == (
+        "imgvec model use m --layer logits --weights /w.pth"
+    )
+    assert use_command(row("torchvision:X")) == "imgvec model use m --layer logits"
+
+
+def test_gc_refuses_a_negative_keep(photos: Path, library: Path) -> None:
+    from imgvec.errors import ImgvecError
+
+    with Library.open(library) as lib:
+        lib.add([photos], model="fake", weights="none")
+        with pytest.raises(ImgvecError, match="keep must be 0 or more, not -1"):
+            lib.gc_index(keep=-1)

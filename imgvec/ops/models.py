@@ -56,9 +56,17 @@ def ensure_model(
         elif row.id != active.id:
             raise ModelError(
                 f"this library embeds with {ModelInfo.of(active).label()}, not "
-                f"{ModelInfo.of(row).label()}; to switch: imgvec model use {row.name}"
+                f"{ModelInfo.of(row).label()}; to switch: {use_command(row)}"
             )
         return row
+
+
+def use_command(row: EmbeddingModel) -> str:
+    """The ``imgvec model use`` line that switches to exactly this identity."""
+    command = f"imgvec model use {row.name} --layer {row.layer}"
+    if row.weights_path:
+        return f"{command} --weights {row.weights_path}"
+    return f"{command} --weights none" if row.weights.startswith("none:") else command
 
 
 def switch_target(
