@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec import scan
 from imgvec.config import LibraryPaths, resolve_paths
+from imgvec.embed.batches import DEFAULT_BATCH_SIZE
 from imgvec.embed.loader import Models
 from imgvec.embed.registry import available
 from imgvec.embed.spec import PRECISIONS
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
 DEFAULT_K = query_op.DEFAULT_K
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_MODEL",
     "PRECISIONS",
     "AddReport",
@@ -200,7 +202,11 @@ class Library:
         return models.searchable_model(self.parts, name)
 
     def use_model(
-        self, name: str, weights: str | None = None, layer: str | None = None, batch_size: int = 32
+        self,
+        name: str,
+        weights: str | None = None,
+        layer: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> SwitchReport:
         """Embed every image with this model beside the current one, build its index, switch.
 
@@ -238,7 +244,7 @@ class Library:
         model: str | None = None,
         weights: str | None = None,
         layer: str | None = None,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         prune: bool = False,
     ) -> AddReport:
         """Add files and folders (recursively); :mod:`imgvec.ops.add` says what happens to each.

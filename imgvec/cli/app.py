@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from imgvec.api import DEFAULT_K, DEFAULT_MODEL, PRECISIONS, Library
+from imgvec.api import DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_MODEL, PRECISIONS, Library
 from imgvec.cli.render import (
     EXIT_FAILED_INPUTS,
     EXIT_INTERRUPTED,
@@ -167,7 +167,7 @@ def add(
     layer: LayerOption = None,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Images per model call and per database commit.")
-    ] = 32,
+    ] = DEFAULT_BATCH_SIZE,
     precision: PrecisionOption = Precision.auto,
     prune: Annotated[
         bool,
@@ -713,7 +713,9 @@ def model_use(
     name: Annotated[str, typer.Argument(help="The model to switch to (see `imgvec models`).")],
     weights: WeightsOption = None,
     layer: LayerOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Images per model call.")
+    ] = DEFAULT_BATCH_SIZE,
     precision: PrecisionOption = Precision.auto,
     library: LibraryOption = None,
     db: DbOption = None,

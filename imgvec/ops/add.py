@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from imgvec import scan
-from imgvec.embed.batches import Loaded, embedded_batches, load_file
+from imgvec.embed.batches import DEFAULT_BATCH_SIZE, Loaded, embedded_batches, load_file
 from imgvec.embed.loader import Prepare
 from imgvec.errors import storage_problem
 from imgvec.ops.parts import Parts
@@ -35,8 +35,6 @@ from imgvec.types import AddReport
 
 if TYPE_CHECKING:
     import numpy as np
-
-DEFAULT_BATCH_SIZE = 32
 
 
 @dataclass

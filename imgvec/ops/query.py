@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from imgvec import scan
-from imgvec.embed.batches import Loaded, embedded_batches, load_file
+from imgvec.embed.batches import DEFAULT_BATCH_SIZE, Loaded, embedded_batches, load_file
 from imgvec.errors import ImgvecError, LibraryLocked, storage_problem
 from imgvec.index.search import filtered_search, vector_lookup
 from imgvec.ops.parts import Parts
@@ -23,7 +23,6 @@ from imgvec.storage.schema import EmbeddingModel, IndexVersion
 from imgvec.types import QueryHit, QueryResult
 
 DEFAULT_K = 10
-QUERY_BATCH_SIZE = 32
 
 
 def query(
@@ -104,7 +103,7 @@ def _embed(
         load,
         lambda item: item[1],
         lambda batch: parts.models.embed(model, batch),
-        QUERY_BATCH_SIZE,
+        DEFAULT_BATCH_SIZE,
     )
     for batch, embedded in batches:
         for position, loaded in batch:
