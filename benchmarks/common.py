@@ -363,8 +363,8 @@ def num(value: float | None, digits: int | str = 1, suffix: str = "", none: str 
 
 
 def active_version(index: Any) -> Any:
-    """The active version's ``VersionInfo`` of an ``IndexStore`` (kind, params, segments...)."""
-    return next(v for v in index.list_versions() if v.status == "active")
+    """The active version's ``IndexVersionInfo`` of an ``IndexStore`` (kind, params, segments)."""
+    return index.info(index.active()[0])
 
 
 def index_params(params: dict[str, Any]) -> str:

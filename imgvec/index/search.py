@@ -16,9 +16,8 @@ from imgvec.storage import store, user_sql
 from imgvec.storage.schema import EmbeddingModel, IndexVersion
 
 if TYPE_CHECKING:
+    from imgvec.index.faiss_ops import VectorLookup
     from imgvec.index.segments import IndexStore
-
-VectorLookup = Callable[[np.ndarray], np.ndarray]
 
 
 def vector_lookup(sessions: sessionmaker[Session], model: EmbeddingModel) -> VectorLookup:

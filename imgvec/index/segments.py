@@ -374,10 +374,6 @@ class IndexStore:
             loaded.append(faiss_ops.Segment(cached.index, cached.kind, params, dead))
         return loaded
 
-    def list_versions(self) -> list[IndexVersionInfo]:
-        with self.sessions() as session:
-            return artifacts.versions(session, self.model.id)
-
     def info(self, version: IndexVersion) -> IndexVersionInfo:
         with self.sessions() as session:
             return artifacts.version_info(session, version)
