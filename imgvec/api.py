@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +35,8 @@ from imgvec.index import artifacts
 from imgvec.index.indexes import Indexes
 from imgvec.index.search import vector_lookup
 from imgvec.ops import backfill as backfill_op
-from imgvec.ops import exchange, models
+from imgvec.ops import dupes as dupes_op
+from imgvec.ops import exchange, models, moves
 from imgvec.ops import query as query_op
 from imgvec.ops.add import add_paths
 from imgvec.ops.models import DEFAULT_MODEL
@@ -49,6 +50,7 @@ from imgvec.storage.schema import EmbeddingModel, IndexVersion
 from imgvec.types import (
     AddReport,
     BackfillReport,
+    DupesReport,
     ExportInfo,
     FileError,
     GcReport,
@@ -56,6 +58,8 @@ from imgvec.types import (
     IndexVersionInfo,
     ModelInfo,
     ModelStatus,
+    MoveReport,
+    PairSignals,
     QueryHit,
     QueryResult,
     RemoveReport,
@@ -305,6 +309,7 @@ class Library:
             with self.session() as session:
                 known = store.segment_paths(session)
             artifacts.remove_orphans(self.paths.root, known)
+            moves.settle_interrupted(self.parts)
             yield
 
     def build_index(
@@ -367,6 +372,89 @@ class Library:
         return query_op.query(
             self.parts, self.engine, row, _paths(images), k, where, self.current_index_version
         )
+
+    # --- duplicates -------------------------------------------------------------------------------
+
+    def dupes(
+        self,
+        *,
+        threshold: float | None = None,
+        keep: str = "best",
+        where: str | None = None,
+        new: bool = False,
+        since_seq: int | None = None,
+    ) -> DupesReport:
+        """Groups of exact and near-duplicate images (see :mod:`imgvec.ops.dupes`).
+
+        ``threshold``: the cosine cut for candidates (default: the model's calibrated one);
+        ``keep``: which member is kept (:data:`imgvec.ops.grouping.KEEP_POLICIES`); ``where``:
+        an SQL condition on the ``photos`` view restricting both sides; ``new``: only images
+        added since the last run, checked against the whole library; ``since_seq``: only images
+        changed after that change seq (:meth:`last_change`; ``add --dupes``), without moving
+        the mark ``new`` starts from.
+        """
+        row = self.active_model_row()
+        where_ids = None
+        if where is not None:
+            from imgvec.storage import user_sql
+
+            where_ids = user_sql.matching_ids(self.engine, where)
+        with self._maybe_writing() as holding:
+            since = since_seq
+            if new and since_seq is None:
+                with self.session() as session:
+                    since = store.state(session).dupes_seq
+                if since is None:
+                    self.reporter.notice("No earlier `imgvec dupes` run: checking every image")
+            version = (
+                query_op.version_to_search(self.parts, row, nullcontext)
+                if holding
+                else self.current_index_version(row)
+            )
+            return dupes_op.find(
+                self.parts,
+                row,
+                version,
+                threshold=threshold,
+                keep=keep,
+                where_ids=where_ids,
+                since_seq=since,
+                record=since_seq is None,
+            )
+
+    def last_change(self) -> int:
+        """The newest change seq of the active model's vectors (0 without a model)."""
+        if self.model() is None:
+            return 0
+        with self.session() as session:
+            return store.last_change(session, self.active_model_row().id)
+
+    def explain_dupes(
+        self, a: str | os.PathLike[str], b: str | os.PathLike[str], threshold: float | None = None
+    ) -> PairSignals:
+        """Every duplicate signal of two library images, the cuts, and the verdict."""
+        row = self.active_model_row()
+        return dupes_op.explain(self.parts, row, scan.normalize(a), scan.normalize(b), threshold)
+
+    def move_dupes(self, report: DupesReport, target: str | os.PathLike[str]) -> MoveReport:
+        """Move every non-keeper of ``report`` into ``target`` (see :mod:`imgvec.ops.moves`)."""
+        with self.writing():
+            return moves.move_aside(self.parts, report, scan.normalize(target))
+
+    def undo_dupes(self, every_run: bool = False) -> MoveReport:
+        """Put back what the latest ``move_dupes`` moved (``every_run``: all of them)."""
+        with self.writing():
+            return moves.undo(self.parts, every_run)
+
+    @contextmanager
+    def _maybe_writing(self) -> Iterator[bool]:
+        """The write lock where the library can be written (what is learnt is then kept);
+        yields whether it is held."""
+        if self.read_only:
+            yield False
+        else:
+            with self.writing():
+                yield True
 
     def vectors(self, model: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every stored vector of a model (the active one by default): ids (N,) int64 and

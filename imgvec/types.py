@@ -283,3 +283,99 @@ class ImportInfo(Data):
     already_present: int = 0
     """Matched images that already had a vector for the model (left as they were)."""
     created_model: bool = False
+
+
+@dataclass(frozen=True)
+class DupeMember(Data):
+    """One image of a duplicate group."""
+
+    id: int
+    path: str
+    width: int | None
+    height: int | None
+    size_bytes: int
+    taken_at: str | None
+    """ISO 8601, as EXIF gives it (no time zone), or None."""
+    similarity: float
+    """Cosine similarity of its vector to the keeper's (1.0 for the keeper)."""
+    signal: str
+    """What makes it a duplicate of the keeper: ``keeper`` (it is the keeper), ``exact`` (same
+    content hash), ``phash`` (perceptual hashes within the cut) or ``crop`` (aligns as a crop)."""
+    keep: bool
+
+
+@dataclass(frozen=True)
+class DupeGroup(Data):
+    """Images that are all duplicates of each other; ``members[0]`` is the one kept."""
+
+    members: list[DupeMember]
+
+    @property
+    def keeper(self) -> DupeMember:
+        return self.members[0]
+
+
+@dataclass
+class DupesReport(Data):
+    groups: list[DupeGroup] = field(default_factory=list)
+    model: str = ""
+    threshold: float = 0.0
+    """The cosine cut candidates had to reach."""
+    threshold_source: str = ""
+    """``calibrated`` (measured for the model, BENCHMARKS.md), ``--threshold``, or
+    ``uncalibrated`` (a model without a measured cut: a conservative default)."""
+    keep: str = "best"
+    checked: int = 0
+    """Images whose neighbours were looked at (all, or with ``--new`` those added since)."""
+    candidate_pairs: int = 0
+    """Pairs at or above the cosine cut, each checked on pixels."""
+    pixel_checks: int = 0
+    """Pairs that needed the crop alignment (not settled by content hash or phash)."""
+    saturated: int = 0
+    """Images with more neighbours above the cut than were looked at (groups may be cut)."""
+    errors: list[FileError] = field(default_factory=list)
+    """Files that could not be read to check them (skipped)."""
+
+    @property
+    def duplicates(self) -> int:
+        """Images that would be moved aside (every member but the keepers)."""
+        return sum(len(g.members) - 1 for g in self.groups)
+
+
+@dataclass(frozen=True)
+class PairSignals(Data):
+    """Why two files are, or are not, near-duplicates (``imgvec dupes --explain``)."""
+
+    a: str
+    b: str
+    same_content: bool
+    cosine: float
+    threshold: float
+    phash_distance: int | None
+    phash_max: int
+    crop_coarse: float | None
+    crop_ncc: float | None
+    crop_block_min: float | None
+    crop_ncc_min: float
+    crop_block_min_min: float
+    duplicate: bool
+    decided_by: str
+    """``exact``, ``phash``, ``crop``, ``cosine`` (below the cut) or ``pixels`` (neither pixel
+    signal agreed)."""
+
+
+@dataclass(frozen=True)
+class MovedFile(Data):
+    image_id: int
+    from_path: str
+    to_path: str
+
+
+@dataclass
+class MoveReport(Data):
+    """What ``dupes --move-to`` or ``dupes undo`` did."""
+
+    run: int = 0
+    moved: list[MovedFile] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+    """Files left where they were, with why."""

@@ -180,4 +180,11 @@ def test_the_columns_copied_between_same_content_rows_are_the_exif_ones() -> Non
     from imgvec.decode.exif import METADATA_COLUMNS
     from imgvec.storage.store import PICTURE_COLUMNS
 
-    assert set(PICTURE_COLUMNS) == {"width", "height", "format", "metadata_at", *METADATA_COLUMNS}
+    assert set(PICTURE_COLUMNS) == {
+        "width",
+        "height",
+        "format",
+        "metadata_at",
+        "phash",
+        *METADATA_COLUMNS,
+    }

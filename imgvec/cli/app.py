@@ -34,7 +34,7 @@ from imgvec.cli.render import (
     print_rows,
 )
 from imgvec.errors import ImgvecError, cannot_write, storage_problem
-from imgvec.types import IndexVersionInfo
+from imgvec.types import DupesReport, IndexVersionInfo, PairSignals
 
 CANNOT_CATCH_UP = "read-only here, so the newest changes are not searched"
 
@@ -177,6 +177,13 @@ def add(
             "they are kept: that is what a drive that is not mounted looks like).",
         ),
     ] = False,
+    dupes: Annotated[
+        bool,
+        typer.Option(
+            "--dupes",
+            help="Then list the duplicates of what was just added (as `imgvec dupes`).",
+        ),
+    ] = False,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -197,7 +204,9 @@ def add(
 
     Example: imgvec add ~/Pictures --model mobilenet_v2
     """
+    found = None
     with open_library(library, db, quiet=quiet, verbose=verbose, precision=precision.value) as lib:
+        before = lib.last_change() if dupes else 0
         report = lib.add(
             [str(p) for p in paths],
             model=model,
@@ -206,15 +215,22 @@ def add(
             batch_size=batch_size,
             prune=prune,
         )
+        if dupes and not report.interrupted:
+            found = lib.dupes(since_seq=before)
     if json_output:
-        print_json(report.to_json())
+        data = report.to_json()
+        if found is not None:
+            data["dupes"] = found.to_json()
+        print_json(data)
     else:
         prefix = "Interrupted after committing: " if report.interrupted else ""
         out.print(prefix + report.summary().capitalize(), markup=False)
+        if found is not None:
+            _print_dupes(found)
     if report.interrupted:
         err.print("Run the same `imgvec add` again to continue.", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED)
-    if report.failed:
+    if report.failed or (found is not None and found.errors):
         raise typer.Exit(EXIT_FAILED_INPUTS)
 
 
@@ -623,6 +639,31 @@ def eval_command(
             min=1, help="Images sampled per transform \\[default: all].", show_default=False
         ),
     ] = None,
+    dupes: Annotated[
+        bool,
+        typer.Option(
+            "--dupes",
+            help="Measure `imgvec dupes` instead: build a seeded near-duplicate set from the "
+            "photos (copy, JPEG q30, 50% resize, 90% crop, EXIF rotation, metadata stripped, "
+            "PNG) and count duplicate pairs found and sibling photos wrongly grouped.",
+        ),
+    ] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            help="With --dupes: the cosine cut \\[default: the model's calibrated one].",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With --dupes: only the first N photos of the ground truth.",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the transforms.")] = 0,
     precision: PrecisionOption = Precision.auto,
     library: Annotated[
@@ -643,6 +684,21 @@ def eval_command(
     Example: imgvec eval ukbench/images --groundtruth ukbench/groundtruth.csv --model mobilenet_v2
     """
 
+    if dupes:
+        _eval_dupes(
+            folder,
+            groundtruth,
+            model,
+            weights,
+            layer,
+            threshold,
+            limit,
+            seed,
+            precision.value,
+            library,
+            json_output,
+        )
+        return
     from imgvec.tools.evaluate import evaluate_folder
 
     with (  # open_library turns an ImgvecError into a one-line error and exit code 2
@@ -671,6 +727,306 @@ def eval_command(
     for name, accuracy in (report.transforms or {}).items():
         rows.append((f"copy detection top-1: {name}", f"{accuracy:.3f}"))
     print_rows(rows)
+
+
+dupes_app = typer.Typer(
+    help="Exact and near-duplicate photos: list groups, move duplicates aside, undo.",
+)
+app.add_typer(dupes_app, name="dupes")
+
+
+@dupes_app.callback(invoke_without_command=True)
+def dupes(
+    ctx: typer.Context,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            "-t",
+            help="Cosine cut for candidates \\[default: calibrated for the model]. Lower finds "
+            "more distant edits (and checks more pairs on pixels); pixels still decide.",
+            show_default=False,
+        ),
+    ] = None,
+    keep: Annotated[
+        str,
+        typer.Option(
+            "--keep",
+            help="Which member to keep: best (most pixels, then larger file, more EXIF, "
+            "older), oldest, newest, or path:PATTERN (a glob; * spans folders).",
+        ),
+    ] = "best",
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            help="Only images matching this SQL condition on the `photos` view.",
+            show_default=False,
+        ),
+    ] = None,
+    new: Annotated[
+        bool,
+        typer.Option(
+            "--new",
+            help="Only images added since the last `imgvec dupes`, checked against the whole "
+            "library.",
+        ),
+    ] = False,
+    move_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--move-to",
+            help="Move every duplicate but the kept one into DIR (paths relative to their "
+            "common folder are kept); `imgvec dupes undo` puts them back. Nothing is deleted.",
+            show_default=False,
+            metavar="DIR",
+        ),
+    ] = None,
+    explain: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(
+            "--explain",
+            help="Show every signal, the cuts and the verdict for two library files.",
+            show_default=False,
+            metavar="A B",
+        ),
+    ] = None,
+    csv_output: Annotated[
+        bool, typer.Option("--csv", help="Print CSV, one row per member.")
+    ] = False,
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notices.")] = False,
+) -> None:
+    """Find groups of duplicate photos: exact copies and near-duplicates (re-encoded, resized,
+    lightly cropped, rotated by EXIF, metadata stripped), never merely similar shots.
+
+    Candidates come from the index (cosine cut); the pixels decide: same content hash, or
+    perceptual hashes within 2 bits, or one aligning inside the other as a crop. In a group
+    every member is a duplicate of every other; the first one is kept.
+
+    Examples: imgvec dupes
+              imgvec dupes --where "folder LIKE '%/2024/%'" --keep oldest --csv
+              imgvec dupes --move-to ~/dupes      (then: imgvec dupes undo)
+              imgvec dupes --explain a.jpg b.jpg
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if json_output and csv_output:
+        fail("choose one of --json and --csv")
+    with open_library(library, db, create=False, quiet=quiet) as lib:
+        if explain is not None:
+            signals = lib.explain_dupes(explain[0], explain[1], threshold)
+            if json_output:
+                print_json(signals.to_json())
+            else:
+                _print_signals(signals)
+            return
+        report = lib.dupes(threshold=threshold, keep=keep, where=where, new=new)
+        moved = lib.move_dupes(report, move_to) if move_to is not None else None
+    if json_output:
+        data = report.to_json()
+        if moved is not None:
+            data["moved"] = moved.to_json()
+        print_json(data)
+    elif csv_output:
+        _print_dupes_csv(report)
+    else:
+        _print_dupes(report)
+        if moved is not None:
+            out.print(
+                f"Moved {len(moved.moved)} files to {move_to} (run {moved.run}; "
+                "`imgvec dupes undo` puts them back)",
+                markup=False,
+            )
+    if report.errors or (moved is not None and moved.errors):
+        raise typer.Exit(EXIT_FAILED_INPUTS)
+
+
+def _print_dupes(report: DupesReport) -> None:
+    """One block per group, one line per member, the path last (never wrapped or cut)."""
+    for number, group in enumerate(report.groups, 1):
+        out.print(f"Group {number}", markup=False)
+        for m in group.members:
+            pixels = f"{m.width}x{m.height}" if m.width and m.height else "?"
+            taken = (m.taken_at or "")[:19]
+            out.print(
+                f"  {'keep' if m.keep else '    '}  {pixels:>11}  {m.size_bytes:>10}  "
+                f"{taken:19}  {m.similarity:.4f}  {m.signal:6}  {display(m.path)}",
+                markup=False,
+            )
+    files = sum(len(g.members) for g in report.groups)
+    out.print(
+        f"{len(report.groups)} groups, {files} files, {report.duplicates} duplicates "
+        f"(model {report.model}, cosine cut {report.threshold:g} {report.threshold_source}; "
+        f"{report.candidate_pairs} candidate pairs, {report.pixel_checks} crop checks)",
+        markup=False,
+    )
+
+
+def _print_dupes_csv(report: DupesReport) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(
+        [
+            "group",
+            "keep",
+            "path",
+            "width",
+            "height",
+            "size_bytes",
+            "taken_at",
+            "similarity",
+            "signal",
+            "id",
+        ]
+    )
+    for number, group in enumerate(report.groups, 1):
+        for m in group.members:
+            writer.writerow(
+                [
+                    number,
+                    int(m.keep),
+                    m.path,
+                    m.width,
+                    m.height,
+                    m.size_bytes,
+                    m.taken_at,
+                    m.similarity,
+                    m.signal,
+                    m.id,
+                ]
+            )
+
+
+def _print_signals(s: PairSignals) -> None:
+    def mark(ok: bool) -> str:
+        return "yes" if ok else "no"
+
+    rows = [
+        ("signal", "value", "cut", "passes"),
+        ("same content (SHA-256)", str(s.same_content), "", mark(s.same_content)),
+        ("cosine", f"{s.cosine:.4f}", f">= {s.threshold:g}", mark(s.cosine >= s.threshold)),
+    ]
+    if s.phash_distance is not None:
+        rows.append(
+            (
+                "phash distance (bits)",
+                str(s.phash_distance),
+                f"<= {s.phash_max}",
+                mark(s.phash_distance <= s.phash_max),
+            )
+        )
+    if s.crop_ncc is not None:
+        rows.append(("crop: coarse alignment", f"{s.crop_coarse:.4f}", "", ""))
+        rows.append(
+            (
+                "crop: fine alignment NCC",
+                f"{s.crop_ncc:.4f}",
+                f">= {s.crop_ncc_min:g}",
+                mark(s.crop_ncc >= s.crop_ncc_min),
+            )
+        )
+        rows.append(
+            (
+                "crop: lowest block NCC",
+                f"{s.crop_block_min:.4f}",
+                f">= {s.crop_block_min_min:g}",
+                mark((s.crop_block_min or -1) >= s.crop_block_min_min),
+            )
+        )
+    print_rows(rows)
+    verdict = "near-duplicates" if s.duplicate else "not duplicates"
+    out.print(
+        f"{display(s.a)} and {display(s.b)}: {verdict} (decided by {s.decided_by})", markup=False
+    )
+
+
+@dupes_app.command("undo")
+def dupes_undo(
+    every_run: Annotated[
+        bool, typer.Option("--all", help="Undo every `--move-to` run, not only the latest.")
+    ] = False,
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Put back the files the latest `imgvec dupes --move-to` moved (--all: every run).
+
+    Example: imgvec dupes undo
+    """
+    with open_library(library, db, create=False) as lib:
+        report = lib.undo_dupes(every_run)
+    if json_output:
+        print_json(report.to_json())
+    else:
+        out.print(f"Moved {len(report.moved)} files back", markup=False)
+    if report.errors:
+        raise typer.Exit(EXIT_FAILED_INPUTS)
+
+
+def _eval_dupes(
+    folder: Path,
+    groundtruth: Path,
+    model: str | None,
+    weights: str | None,
+    layer: str | None,
+    threshold: float | None,
+    limit: int | None,
+    seed: int,
+    precision: str,
+    library: Path | None,
+    json_output: bool,
+) -> None:
+    from imgvec.tools.evaluate_dupes import evaluate_dupes
+
+    with (
+        tempfile.TemporaryDirectory(prefix="imgvec-eval-") as scratch,
+        open_library(library or Path(scratch), None, precision=precision, quiet=True) as lib,
+    ):
+        report = evaluate_dupes(
+            lib,
+            folder,
+            groundtruth,
+            model=model,
+            weights=weights,
+            layer=layer,
+            threshold=threshold,
+            seed=seed,
+            limit=limit,
+        )
+    if json_output:
+        print_json(report.to_json())
+        return
+    out.print(
+        f"{report.model}: {report.photos} photos, {report.files} files (seed {report.seed}); "
+        f"cosine cut {report.threshold:g} ({report.threshold_source})",
+        markup=False,
+    )
+    rows = [
+        ("pairs", "count", "precision", "recall"),
+        (
+            "all duplicate pairs",
+            str(report.duplicate_pairs),
+            f"{report.precision:.4f}",
+            f"{report.recall:.4f}",
+        ),
+        ("sibling pairs grouped", f"{report.siblings_grouped} of {report.sibling_pairs}", "", ""),
+    ]
+    for name, counts in report.per_transform.items():
+        rows.append(
+            (f"  {name} (with its original)", str(counts.pairs), "", f"{counts.recall:.4f}")
+        )
+    print_rows(rows)
+    if report.sweep:
+        sweep = [("cut", "precision", "recall", "siblings grouped")]
+        sweep += [
+            (f"{p.cut:g}", f"{p.precision:.4f}", f"{p.recall:.4f}", str(p.sibling_pairs))
+            for p in report.sweep
+        ]
+        print_rows(sweep)
+        out.print(f"Suggested cut: {report.suggested_cut:g}", markup=False)
+    out.print(f"Seconds: add {report.seconds_add}, dupes {report.seconds_dupes}", markup=False)
 
 
 model_app = typer.Typer(

@@ -61,6 +61,10 @@ class ModelSpec:
     load_pretrained: Callable[[], Mapping[str, Any]] | None = None
     """Returns the state dict of ``--weights default`` (may download and cache it)."""
     extra: Mapping[str, str] = field(default_factory=dict)
+    near_duplicate_cosine: float | None = None
+    """Cosine cut for ``imgvec dupes`` candidates with the default layer and pretrained weights,
+    measured on the UKBench near-duplicate set (``imgvec eval --dupes``, BENCHMARKS.md "Near
+    duplicates"); None: not measured."""
     channels_last: bool = False
     """Run in NHWC memory layout: faster for convolutional networks on CPU (oneDNN), in fp32 and
     more so in bf16; no effect on the result."""

@@ -246,6 +246,9 @@ class IndexStore:
             floor = min(
                 (s.created_seq for v in kept for s in store.segments_of(session, v.id)), default=0
             )
+            dupes_seq = store.state(session).dupes_seq  # ``dupes --new`` reads changes since
+            if dupes_seq is not None:
+                floor = min(floor, dupes_seq)
             pruned = store.prune_changes(session, self.model.id, floor)
             unused = store.unreferenced_segments(session)
             paths = [s.path for s in unused]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from imgvec import scan
+from imgvec.decode import fingerprint
 from imgvec.embed.batches import DEFAULT_BATCH_SIZE, Loaded, embedded_batches, load_file
 from imgvec.embed.loader import Prepare
 from imgvec.errors import storage_problem
@@ -42,6 +43,7 @@ class _Prepared:
     found: scan.FoundFile
     known: store.KnownImage | None
     loaded: Loaded = field(default_factory=Loaded)
+    phash: int | None = None
 
 
 def add_paths(
@@ -233,7 +235,14 @@ class _Batches:
                 content_hash in self.reusable
             )
 
-        return replace(pending, loaded=load_file(pending.found.path, self.prepare, skip_decode))
+        loaded = load_file(pending.found.path, self.prepare, skip_decode)
+        phash = None
+        if loaded.picture is not None:
+            try:
+                phash = fingerprint.phash(loaded.picture.image)
+            except Exception:  # a hash is made again when ``dupes`` needs it
+                phash = None
+        return replace(pending, loaded=loaded, phash=phash)
 
     def _commit(self, batch: list[_Prepared], embedded: dict[str, np.ndarray]) -> None:
         """Write the batch in one transaction; if that fails for a reason that is not the
@@ -316,7 +325,9 @@ class _Batches:
         if loaded.picture is not None:
             picture = loaded.picture
             columns = picture.metadata.columns()
-            store.set_picture(row, picture.width, picture.height, picture.format, columns)
+            store.set_picture(
+                row, picture.width, picture.height, picture.format, columns, item.phash
+            )
         else:
             store.copy_picture(row, donor)
         session.flush()

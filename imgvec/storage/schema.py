@@ -64,6 +64,9 @@ class LibraryState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     active_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    dupes_seq: Mapped[int | None] = mapped_column(BigInteger)
+    """The change seq the last whole-library ``imgvec dupes`` run was current at: ``--new``
+    checks the images changed since (the change log is kept from here on)."""
 
 
 class Image(Base):
@@ -92,6 +95,9 @@ class Image(Base):
     orientation: Mapped[int | None] = mapped_column(Integer)
     gps_lat: Mapped[float | None] = mapped_column(Float)
     gps_lon: Mapped[float | None] = mapped_column(Float)
+    phash: Mapped[int | None] = mapped_column(BigInteger)
+    """64-bit DCT perceptual hash of the upright picture, signed (``imgvec dupes``; NULL: not
+    made yet, made when first needed)."""
     metadata_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """When EXIF was last read (NULL: not yet; ``imgvec backfill`` reads it)."""
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -189,3 +195,23 @@ class IndexVersionSegment(Base):
     )
     segment_id: Mapped[int] = mapped_column(ForeignKey("index_segments.id"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)
+
+
+class DupeMove(Base):
+    """A duplicate that ``imgvec dupes --move-to`` moved aside, so that ``dupes undo`` can put it
+    back. ``state``: ``moving`` (recorded before the file moves: a killed run is settled by the
+    next writer from where the file is), ``moved``, or ``undone``."""
+
+    __tablename__ = "dupe_moves"
+    __table_args__ = (Index("ix_dupe_moves_image_id", "image_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run: Mapped[int] = mapped_column(Integer)
+    """The ``--move-to`` run that moved it (``undo`` puts back the latest run, or all)."""
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    keeper_id: Mapped[int | None] = mapped_column(Integer)
+    """The image it duplicates (the group's keeper)."""
+    from_path: Mapped[str] = mapped_column(Text)
+    to_path: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(10))
+    moved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from imgvec.storage.schema import (
     Change,
+    DupeMove,
     Embedding,
     EmbeddingModel,
     Image,
@@ -172,6 +173,7 @@ PICTURE_COLUMNS = (
     "height",
     "format",
     "metadata_at",
+    "phash",
     *("taken_at", "camera_make", "camera_model", "lens", "orientation", "gps_lat", "gps_lon"),
 )
 """What the content decides: copied from a same-content row. The EXIF ones are
@@ -179,10 +181,16 @@ PICTURE_COLUMNS = (
 
 
 def set_picture(
-    row: Image, width: int, height: int, format: str | None, metadata: dict[str, Any]
+    row: Image,
+    width: int,
+    height: int,
+    format: str | None,
+    metadata: dict[str, Any],
+    phash: int | None = None,
 ) -> None:
-    """What a decode says of the content: pixel size, format, EXIF columns (now read)."""
-    row.width, row.height, row.format = width, height, format
+    """What a decode says of the content: pixel size, format, EXIF columns (now read), and the
+    perceptual hash (``imgvec.decode.fingerprint.phash``)."""
+    row.width, row.height, row.format, row.phash = width, height, format, phash
     for name, value in metadata.items():
         setattr(row, name, value)
     row.metadata_at = utcnow()
@@ -560,3 +568,102 @@ def version(session: Session, version_id: int) -> IndexVersion | None:
 
 def segment_paths(session: Session) -> set[str]:
     return set(session.scalars(select(IndexSegment.path)))
+
+
+# --- duplicates ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DupeFacts:
+    """What ``dupes`` weighs of an image: the keep rule's facts and the pixel fingerprint."""
+
+    id: int
+    path: str
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    size: int
+    mtime_ns: int
+    taken_at: datetime | None
+    exif_fields: int
+    """How many EXIF columns are set (taken time, camera, lens, orientation, GPS)."""
+    phash: int | None
+
+
+_EXIF = ("taken_at", "camera_make", "camera_model", "lens", "orientation", "gps_lat", "gps_lon")
+
+
+def dupe_facts(session: Session, ids: Iterable[int]) -> dict[int, DupeFacts]:
+    """image id -> :class:`DupeFacts`, for those of ``ids`` that are readable."""
+    wanted = sorted(set(ids))
+    exif = [getattr(Image, name) for name in _EXIF]
+    found: dict[int, DupeFacts] = {}
+    for start in range(0, len(wanted), 500):
+        query = select(
+            Image.id,
+            Image.path,
+            Image.content_hash,
+            Image.width,
+            Image.height,
+            Image.size,
+            Image.mtime_ns,
+            Image.taken_at,
+            Image.phash,
+            *exif,
+        ).where(Image.id.in_(wanted[start : start + 500]), Image.error.is_(None))
+        for row in session.execute(query):
+            count = sum(value is not None for value in row[9:])
+            found[row[0]] = DupeFacts(*row[:8], exif_fields=count, phash=row[8])
+    return found
+
+
+def set_phash(session: Session, image_id: int, value: int) -> None:
+    session.execute(update(Image).where(Image.id == image_id).values(phash=value))
+
+
+def moved_aside(session: Session) -> set[int]:
+    """Images that ``dupes --move-to`` moved aside (or is moving): left out of ``dupes``."""
+    query = select(DupeMove.image_id).where(DupeMove.state.in_(("moving", "moved")))
+    return set(session.scalars(query))
+
+
+def last_move_run(session: Session) -> int:
+    return session.scalar(select(func.max(DupeMove.run))) or 0
+
+
+def record_move(
+    session: Session, run: int, image_id: int, keeper_id: int, from_path: str, to_path: str
+) -> DupeMove:
+    """A move about to happen (state ``moving``): flushed, so its id is known."""
+    move = DupeMove(
+        run=run,
+        image_id=image_id,
+        keeper_id=keeper_id,
+        from_path=from_path,
+        to_path=to_path,
+        state="moving",
+    )
+    session.add(move)
+    session.flush()
+    return move
+
+
+def moves(session: Session, states: Sequence[str], run: int | None = None) -> list[DupeMove]:
+    """Recorded moves in these states (of one run, or all), newest first."""
+    query = select(DupeMove).where(DupeMove.state.in_(states))
+    if run is not None:
+        query = query.where(DupeMove.run == run)
+    return list(session.scalars(query.order_by(DupeMove.id.desc())))
+
+
+def settle_move(session: Session, move_id: int, state: str, image_path: str | None) -> None:
+    """A move's new state, and the image's path where its file now is (None: unchanged)."""
+    move = session.get(DupeMove, move_id)
+    assert move is not None
+    move.state = state
+    if image_path is not None:
+        session.execute(
+            update(Image)
+            .where(Image.id == move.image_id)
+            .values(path=image_path, folder=os.path.dirname(image_path))
+        )
