@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -427,3 +428,61 @@ def test_a_move_killed_half_way_is_settled_from_where_the_file_is(
         assert undone.errors == []
     assert all(f.path.is_file() for f in dupe_set)
     assert not any(p.is_file() for p in aside.rglob("*"))
+
+
+# --- only what is new ------------------------------------------------------------------------
+
+
+@needs_photos
+def test_new_and_add_dupes_check_only_what_was_added(
+    imgvec, dupe_set: list[dupeset.DupeFile], tmp_path: Path
+) -> None:
+    library = tmp_path / "lib"
+    added(imgvec, dupe_set, library)
+    assert len(imgvec("dupes", "--library", library, "--json").json()["groups"]) == 3
+    assert imgvec("dupes", "--new", "--library", library, "--json").json()["groups"] == []
+    extra = tmp_path / "later" / "copy-of-4.png"
+    extra.parent.mkdir()
+    data, _ = dupeset.VARIANTS["png"]((UKBENCH / "ukbench00004.jpg").read_bytes(), None)  # type: ignore[arg-type]
+    extra.write_bytes(data)
+    other = tmp_path / "later" / "unrelated.jpg"
+    other.write_bytes((UKBENCH / "ukbench00008.jpg").read_bytes())
+    result = imgvec("add", extra.parent, *FAKE_ARGS, "--library", library, "--dupes", "--json")
+    assert result.exit_code == 0, result.stderr
+    groups = result.json()["dupes"]["groups"]
+    assert len(groups) == 1 and len(groups[0]["members"]) == 1 + 1 + len(VARIANTS)
+    assert str(extra) in {m["path"] for m in groups[0]["members"]}
+    new = imgvec("dupes", "--new", "--library", library, "--json").json()
+    assert new["checked"] == 2  # only the two added since the last dupes run were queried
+    assert [len(g["members"]) for g in new["groups"]] == [6]
+    assert imgvec("dupes", "--new", "--library", library, "--json").json()["checked"] == 0
+
+
+@needs_photos
+def test_a_move_refused_by_permissions_leaves_the_file_and_the_record_right(
+    imgvec, dupe_set: list[dupeset.DupeFile], tmp_path: Path
+) -> None:
+    """As a user without root's override: one folder of duplicates cannot be written, so its
+    files cannot leave it; the others move, and undo puts those back."""
+    from tests.test_faults import cli, error_lines
+
+    library, aside = tmp_path / "lib", tmp_path / "aside"
+    added(imgvec, dupe_set, library)
+    root = dupe_set[0].path.parent.parent
+    locked = root / "jpeg_q30"
+    locked.chmod(0o555)
+    try:
+        result = cli("dupes", "--move-to", aside, "--json", library=library, unprivileged=True)
+    finally:
+        locked.chmod(0o755)
+    assert result.exit_code == 1, result.stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 3 and all("/jpeg_q30/" in e and "not moved" in e for e in errors)
+    assert all(f.path.is_file() for f in dupe_set if f.variant == "jpeg_q30")
+    moved = json.loads(result.stdout)["moved"]["moved"]
+    assert len(moved) == 12 - 3
+    states = imgvec("sql", "SELECT state FROM dupe_moves", "--library", library, "--json").json()
+    assert sorted(r["state"] for r in states) == ["failed"] * 3 + ["moved"] * 9
+    assert not list((aside / "jpeg_q30").glob("*"))  # no half-made file left
+    assert len(imgvec("dupes", "undo", "--library", library, "--json").json()["moved"]) == 9
+    assert all(f.path.is_file() for f in dupe_set)

@@ -102,9 +102,17 @@ def settle_interrupted(parts: Parts) -> list[FileError]:
         done, stayed = "moved" if forward else "undone", "failed" if forward else "moved"
         at_source, at_destination = os.path.lexists(source), os.path.lexists(destination)
         _remove_temp(destination)
-        if at_destination and at_source:  # a cross-device copy finished; finish the move
-            os.unlink(source)
-            at_source = False
+        if at_destination and at_source:  # linked or copied, old name not yet removed
+            try:
+                os.unlink(source)  # finish the move
+                at_source = False
+            except OSError:
+                try:
+                    os.unlink(destination)  # or take it back
+                    at_destination = False
+                except OSError as error:
+                    parts.fail(problems, source, f"cannot settle an interrupted move: {error}")
+                    continue
         with parts.sessions() as session, session.begin():
             if at_destination:
                 store.settle_move(session, move.id, done, destination)
@@ -158,9 +166,19 @@ def _move_file(source: str, destination: str) -> None:
             raise
         _copy_then_unlink(source, destination)
         return
-    os.unlink(source)
+    _unlink_or_take_back(source, destination)
     _fsync_dir(os.path.dirname(source))
     _fsync_dir(os.path.dirname(destination))
+
+
+def _unlink_or_take_back(source: str, destination: str) -> None:
+    """Remove the old name; if that is refused (a read-only folder), remove the new one
+    instead, so the file is only at its old place, and raise."""
+    try:
+        os.unlink(source)
+    except OSError:
+        os.unlink(destination)
+        raise
 
 
 def _copy_then_unlink(source: str, destination: str) -> None:
@@ -176,7 +194,7 @@ def _copy_then_unlink(source: str, destination: str) -> None:
         _remove_temp(destination)
         raise
     _fsync_dir(os.path.dirname(destination))
-    os.unlink(source)
+    _unlink_or_take_back(source, destination)
     _fsync_dir(os.path.dirname(source))
 
 
