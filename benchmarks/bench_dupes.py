@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import tempfile
 import time
 import warnings
@@ -67,10 +68,20 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         if weights is None:
             common.log(f"{model}: no offline weights, left out")
             continue
-        models.append(common.run_child(MODULE, {"kind": "imgvec", "model": model,
-                                                "weights": weights[0], "label": weights[1],
-                                                "photos": len(names), "images": str(args.images),
-                                                "groundtruth": str(args.groundtruth)}))
+        models.append(
+            common.run_child(
+                MODULE,
+                {
+                    "kind": "imgvec",
+                    "model": model,
+                    "weights": weights[0],
+                    "label": weights[1],
+                    "photos": len(names),
+                    "images": str(args.images),
+                    "groundtruth": str(args.groundtruth),
+                },
+            )
+        )
         row = models[-1]
         common.log(
             f"{model}: precision {row['precision']}, recall {row['recall']}, siblings "
@@ -78,9 +89,15 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         )
     hashes = common.run_child(
         MODULE,
-        {"kind": "imagededup", "names": names, "images": str(args.images),
-         "groundtruth": str(args.groundtruth), "methods": args.hashes,
-         "distances": args.hash_distances, "tmp": None if args.tmp is None else str(args.tmp)},
+        {
+            "kind": "imagededup",
+            "names": names,
+            "images": str(args.images),
+            "groundtruth": str(args.groundtruth),
+            "methods": args.hashes,
+            "distances": args.hash_distances,
+            "tmp": None if args.tmp is None else str(args.tmp),
+        },
     )
     return {"photos": len(names), "models": models, **hashes}
 
@@ -91,35 +108,24 @@ def worker_imgvec(task: dict[str, Any]) -> dict[str, Any]:
     from imgvec.embed.registry import available
     from imgvec.tools.evaluate_dupes import evaluate_dupes
 
-    with tempfile.TemporaryDirectory(prefix="bench-dupes-lib-") as root:
-        with Library.open(root) as library:
-            report = evaluate_dupes(
-                library,
-                task["images"],
-                task["groundtruth"],
-                model=task["model"],
-                weights=task["weights"],
-                threshold=0.5,
-                limit=task["photos"],
-            )
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-dupes-lib-") as root,
+        Library.open(root) as library,
+    ):
+        report = evaluate_dupes(
+            library,
+            task["images"],
+            task["groundtruth"],
+            model=task["model"],
+            weights=task["weights"],
+            threshold=0.5,
+            limit=task["photos"],
+        )
     spec = available().get(task["model"])
-    result = json.loads(json.dumps(report.to_dict() if hasattr(report, "to_dict") else _plain(report)))
+    result = json.loads(json.dumps(report.to_json()))
     result.update(weights_label=task["label"], peak_rss=common.peak_rss())
     result["calibrated_cut"] = None if spec is None else spec.near_duplicate_cosine
     return result
-
-
-def _plain(value: Any) -> Any:
-    """A dataclass report as JSON-able dicts and lists."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def worker_imagededup(task: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +144,9 @@ def worker_imagededup(task: dict[str, Any]) -> dict[str, Any]:
         out = Path(scratch)
         sources = [(Path(task["images"]) / name, str(truth[name])) for name in task["names"]]
         files = dupeset.build(sources, out, SEED)
-        variants = sorted({f.variant for f in files} - {"original"}, key=list(dupeset.VARIANTS).index)
+        variants = sorted(
+            {f.variant for f in files} - {"original"}, key=list(dupeset.VARIANTS).index
+        )
         for name in task["methods"]:
             hasher = getattr(methods, name)(verbose=False)
             started = time.perf_counter()
@@ -175,7 +183,9 @@ def worker_imagededup(task: dict[str, Any]) -> dict[str, Any]:
                         "per_transform": per_variant,
                     }
                 )
-                common.log(f"imagededup {name}@{distance}: {rows[-1]['precision']} / {rows[-1]['recall']}")
+                common.log(
+                    f"imagededup {name}@{distance}: {rows[-1]['precision']} / {rows[-1]['recall']}"
+                )
     return {"files": len(files), "hashes": rows}
 
 
@@ -210,7 +220,9 @@ def measure_size(n: int, dim: int, args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix=f"bench-dupes-{n}-", dir=args.tmp) as temporary:
         tmp = Path(temporary)
-        files = {name: str(tmp / f"{name}.npy") for name in ("data", "planted", "new", "planted_new")}
+        files = {
+            name: str(tmp / f"{name}.npy") for name in ("data", "planted", "new", "planted_new")
+        }
         started = time.perf_counter()
         data = write_sample(Path(files["data"]), n, dim, DATA_STREAM)
         rng = np.random.default_rng([SEED, n, dim])
@@ -231,7 +243,8 @@ def measure_size(n: int, dim: int, args: argparse.Namespace) -> dict[str, Any]:
         generate_s = time.perf_counter() - started
         common.log(f"N={n} d={dim}: data {generate_s:.1f} s")
         task = {**files, "root": str(tmp / "library"), "dim": dim, "cut": args.cut}
-        built = common.run_child(MODULE, {**task, "kind": "library"})
+        limit = args.child_timeout
+        built = common.run_child(MODULE, {**task, "kind": "library"}, timeout=limit)
         common.log(
             f"N={n}: insert {built['insert_s']:.1f} s, build {built['build_s']:.1f} s "
             f"({built['index_kind']}), peak {built['peak_rss'] / GIB:.2f} GB"
@@ -239,7 +252,9 @@ def measure_size(n: int, dim: int, args: argparse.Namespace) -> dict[str, Any]:
         runs = {}
         for mode in ("all", "new"):
             meter = common.CpuMeter()
-            runs[mode] = common.run_child(MODULE, {**task, "kind": "candidates", "mode": mode})
+            runs[mode] = common.run_child(
+                MODULE, {**task, "kind": "candidates", "mode": mode}, timeout=limit
+            )
             runs[mode]["other_cores"] = meter.other_cores()
             row = runs[mode]
             common.log(
@@ -253,9 +268,7 @@ def _library_model(lib: Any, dim: int) -> Any:
     from imgvec.storage import store
 
     with lib.session() as session, session.begin():
-        model, _ = store.model_row(
-            session, "bench", "x", "none:seed=0", preprocessing="-", dim=dim
-        )
+        model, _ = store.model_row(session, "bench", "x", "none:seed=0", preprocessing="-", dim=dim)
         store.set_active_model(session, model)
     return model
 
@@ -317,8 +330,9 @@ def worker_candidates(task: dict[str, Any]) -> dict[str, Any]:
     new_ids = set(range(n + 1, n + 1 + len(new))) if task["mode"] == "new" else None
     baseline = common.rss()
     started = time.perf_counter()
-    pairs, saturated, queried = candidate_pairs(lib.parts, model, version, task["cut"], None,
-                                                frozenset(), new_ids)
+    pairs, saturated, queried = candidate_pairs(
+        lib.parts, model, version, task["cut"], None, frozenset(), new_ids
+    )
     seconds = time.perf_counter() - started
     peak = common.peak_rss()
     lib.close()
@@ -380,7 +394,8 @@ def quality_tables(raw: dict[str, Any]) -> dict[str, str]:
             rows.append(
                 f"{label} at its suggested cut {point['cut']} | {point['precision']:.4f} "
                 f"| {point['recall']:.4f} | {point['sibling_pairs']} / {model['sibling_pairs']} "
-                f"| (same run) | {_goal(point['precision'], point['recall'], point['sibling_pairs'])}"
+                f"| (same run) "
+                f"| {_goal(point['precision'], point['recall'], point['sibling_pairs'])}"
             )
     for row in raw["hashes"]:
         seconds = row["encode_s"] + row["find_s"]
@@ -396,7 +411,7 @@ def quality_tables(raw: dict[str, Any]) -> dict[str, str]:
             "method | precision | recall | sibling pairs grouped | seconds (add / encode + "
             "group) | goal met (precision >= 0.99, recall >= 0.95, no sibling pair)",
             rows,
-            "lr",
+            "lrrrrl",
         )
     }
     variants = list(raw["models"][0]["per_transform"]) if raw["models"] else []
@@ -438,23 +453,28 @@ def quality_tables(raw: dict[str, Any]) -> dict[str, str]:
     return result
 
 
+def _segments(segments: list[dict[str, Any]]) -> str:
+    return " + ".join(f"{s['size_bytes'] / MIB:.1f}" for s in segments)
+
+
 def scale_tables(raw: dict[str, Any]) -> dict[str, str]:
     sizes = raw["sizes"]
     result = {
         "library": common.table(
             "N (+ new) | dim | planted pairs (+ new) | bulk insert s | `build()` s | kind "
-            "| nlist / nprobe | index MB (base + delta) | `update()` s (+1,000) | builder peak RSS GB",
+            "| nlist / nprobe | index MB (base + delta) | `update()` s (+ new) "
+            "| builder peak RSS GB",
             (
                 f"{_n(s['n'])} (+{s['new']['queried']:,}) | {s['dim']} "
                 f"| {s['all']['planted'] - s['new']['planted']:,} (+{s['new']['planted']}) "
                 f"| {secs(s['library']['insert_s'])} | {secs(s['library']['build_s'])} "
                 f"| {s['library']['index_kind']} | {common.index_params(s['library']['params'])} "
                 f"| {s['library']['index_bytes'] / MIB:.1f} "
-                f"({' + '.join(f'{x['size_bytes'] / MIB:.1f}' for x in s['library']['segments'])}) "
+                f"({_segments(s['library']['segments'])}) "
                 f"| {secs(s['library']['update_s'])} | {s['library']['peak_rss'] / GIB:.2f}"
                 for s in sizes
             ),
-            "lr",
+            "lrrrrllr",
         ),
         "candidates": common.table(
             "N | run | images queried | seconds | peak RSS GB (before the call) "
@@ -473,16 +493,23 @@ def scale_tables(raw: dict[str, Any]) -> dict[str, str]:
             "llr",
         ),
     }
-    if len(sizes) >= 2:
-        small, large = sizes[0], sizes[-1]
-        a, b = _n(small["n"]), _n(large["n"])
-        rows = [
-            f"{label} | {small[m]['seconds']:.3f} | {large[m]['seconds']:.3f} "
-            f"| {large[m]['seconds'] / small[m]['seconds']:.2f}"
-            for label, m in (("`--new` (1,000 new images) s", "new"), ("all images s", "all"))
-        ]
+    rows = []
+    for dim in sorted({s["dim"] for s in sizes}):
+        alike = sorted((s for s in sizes if s["dim"] == dim), key=lambda s: s["n"])
+        if len(alike) < 2:
+            continue
+        small, large = alike[0], alike[-1]
+        for label, mode in (("`--new`", "new"), ("all images", "all")):
+            a, b = small[mode]["seconds"], large[mode]["seconds"]
+            rows.append(
+                f"{label} ({small[mode]['queried']:,} vs {large[mode]['queried']:,} queried) "
+                f"| {dim} | {_n(small['n'])} | {_n(large['n'])} | {a:.3f} | {b:.3f} | {b / a:.2f}"
+            )
+    if rows:
         result["ratios"] = common.table(
-            f"candidate stage | N={a} | N={b} | ratio {b} / {a}", rows, "lr"
+            "candidate stage | dim | small N | large N | small s | large s | ratio large / small",
+            rows,
+            "lr",
         )
     return result
 
@@ -518,6 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--new", type=int, default=NEW, help="vectors added for --new")
     parser.add_argument("--cut", type=float, default=CUT, help="cosine cut of the candidate stage")
     parser.add_argument("--tmp", type=Path, help="folder for temporary data (default: system)")
+    parser.add_argument(
+        "--child-timeout", type=float, help="seconds each scale child may take (default: no limit)"
+    )
     common.report_args(parser)
     args = parser.parse_args(argv)
     if args.child:
@@ -535,13 +565,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "scale" in args.parts:
         started, meter = time.perf_counter(), common.CpuMeter()
         dims = args.dims * len(args.sizes) if len(args.dims) == 1 else args.dims
-        sizes = [measure_size(n, d, args) for n, d in zip(args.sizes, dims, strict=True)]
+        sizes, failed = [], []
+        for n, dim in zip(args.sizes, dims, strict=True):
+            try:
+                sizes.append(measure_size(n, dim, args))
+            except (SystemExit, subprocess.TimeoutExpired) as error:  # a child died or timed out
+                failed.append({"n": n, "dim": dim, "error": str(error)[-2000:]})
+                common.log(f"N={n} d={dim} failed: {str(error)[-500:]}")
         import faiss
 
         threads = faiss.omp_get_max_threads()
         run = common.run_line(command, started, meter, faiss_threads=threads)
-        raw["scale"] = {"cut": args.cut, "planted": args.planted, "sizes": sizes}
-        tables.update(scale_run=run, **scale_tables(raw["scale"]))
+        for size in failed:
+            first = size["error"].strip().splitlines()[0][-160:]
+            run += f"\n- N={_n(size['n'])}, dim {size['dim']}: **not measured** ({first})."
+        raw["scale"] = {"cut": args.cut, "planted": args.planted, "sizes": sizes, "failed": failed}
+        tables.update(run=run, **scale_tables(raw["scale"]))
     common.publish("bench_dupes", tables, raw, args)
     return 0
 

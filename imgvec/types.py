@@ -356,8 +356,10 @@ class PairSignals(Data):
     crop_coarse: float | None
     crop_ncc: float | None
     crop_block_min: float | None
+    crop_parallax: float | None
     crop_ncc_min: float
     crop_block_min_min: float
+    crop_parallax_max: float
     duplicate: bool
     decided_by: str
     """``exact``, ``phash``, ``crop``, ``cosine`` (below the cut) or ``pixels`` (neither pixel

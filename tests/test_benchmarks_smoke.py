@@ -169,3 +169,23 @@ def test_decode_benchmark(tmp_path: Path) -> None:
     table = rows(text, "bench_decode:table")
     assert [row[0] for row in table] == ["640x480 photo", "60000x1 line"]
     assert float(table[1][3]) < 100  # the long line is resampled only where the crop keeps it
+
+
+def test_dupes_benchmark(tmp_path: Path) -> None:
+    text, raw = run_benchmark(
+        "benchmarks.bench_dupes",
+        tmp_path,
+        *("--parts", "scale", "--sizes", "1000", "--dims", "32", "--new", "100"),
+        *("--planted", "0.05", "--tmp", str(tmp_path)),
+    )
+    (size,) = raw["scale"]["sizes"]
+    assert size["library"]["index_kind"] == "flat"  # exact search: every planted pair is found
+    assert (size["all"]["queried"], size["new"]["queried"]) == (1100, 100)
+    assert (size["all"]["planted"], size["new"]["planted"]) == (55, 5)
+    for run in (size["all"], size["new"]):
+        assert run["recall"] == 1.0 and run["other_pairs"] == 0 and run["saturated"] == 0
+    assert [row[:2] for row in rows(text, "bench_dupes:candidates")] == [
+        ["1k", "all"],
+        ["1k", "`--new`"],
+    ]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-dupes-")] == []

@@ -486,3 +486,43 @@ def test_a_move_refused_by_permissions_leaves_the_file_and_the_record_right(
     assert not list((aside / "jpeg_q30").glob("*"))  # no half-made file left
     assert len(imgvec("dupes", "undo", "--library", library, "--json").json()["moved"]) == 9
     assert all(f.path.is_file() for f in dupe_set)
+
+
+# --- the evaluation, through the CLI ---------------------------------------------------------
+
+
+@needs_photos
+def test_eval_dupes_counts_pairs_on_four_shots_of_one_object(imgvec, tmp_path: Path) -> None:
+    """UKBench's first four photos are one object from four viewpoints: 4 x 8 files, 112
+    duplicate pairs and 384 sibling pairs, none of which may be grouped."""
+    result = imgvec(
+        "eval",
+        UKBENCH,
+        "--groundtruth",
+        UKBENCH.parent / "groundtruth.csv",
+        "--dupes",
+        "--limit",
+        "4",
+        *FAKE_ARGS,
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    report = result.json()
+    assert (report["photos"], report["files"]) == (4, 32)
+    assert (report["duplicate_pairs"], report["sibling_pairs"]) == (4 * 28, 6 * 64)
+    assert report["siblings_grouped"] == 0 and report["false_pairs"] == 0
+    assert report["precision"] == 1.0 and report["recall"] >= 0.95
+    assert set(report["per_transform"]) == set(dupeset.VARIANTS)
+    assert all(t["pairs"] == 4 for t in report["per_transform"].values())
+    assert report["per_transform"]["exact"]["recall"] == 1.0
+    text = imgvec(
+        "eval",
+        UKBENCH,
+        "-g",
+        UKBENCH.parent / "groundtruth.csv",
+        "--dupes",
+        "--limit",
+        "4",
+        *FAKE_ARGS,
+    )
+    assert "sibling pairs grouped" in text.stdout and "0 of 384" in text.stdout

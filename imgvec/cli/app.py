@@ -729,9 +729,7 @@ def eval_command(
     print_rows(rows)
 
 
-dupes_app = typer.Typer(
-    help="Exact and near-duplicate photos: list groups, move duplicates aside, undo.",
-)
+dupes_app = typer.Typer()  # its help is the callback's docstring
 app.add_typer(dupes_app, name="dupes")
 
 
@@ -846,6 +844,11 @@ def dupes(
 
 def _print_dupes(report: DupesReport) -> None:
     """One block per group, one line per member, the path last (never wrapped or cut)."""
+    if report.groups:
+        out.print(
+            f"  keep  {'pixels':>11}  {'bytes':>10}  {'taken':19}  similar  signal  path",
+            markup=False,
+        )
     for number, group in enumerate(report.groups, 1):
         out.print(f"Group {number}", markup=False)
         for m in group.members:
@@ -935,6 +938,15 @@ def _print_signals(s: PairSignals) -> None:
                 mark((s.crop_block_min or -1) >= s.crop_block_min_min),
             )
         )
+        parallax = s.crop_parallax if s.crop_parallax is not None else -1.0
+        rows.append(
+            (
+                "crop: parallax (px at 256)",
+                "not measured" if parallax < 0 else f"{parallax:.2f}",
+                f"<= {s.crop_parallax_max:g}",
+                mark(0 <= parallax <= s.crop_parallax_max),
+            )
+        )
     print_rows(rows)
     verdict = "near-duplicates" if s.duplicate else "not duplicates"
     out.print(
@@ -960,7 +972,10 @@ def dupes_undo(
     if json_output:
         print_json(report.to_json())
     else:
-        out.print(f"Moved {len(report.moved)} files back", markup=False)
+        if report.moved or report.errors:
+            out.print(f"Moved {len(report.moved)} files back", markup=False)
+        else:
+            out.print("Nothing to undo", markup=False)
     if report.errors:
         raise typer.Exit(EXIT_FAILED_INPUTS)
 

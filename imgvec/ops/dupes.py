@@ -189,8 +189,10 @@ def explain(
         crop_coarse=None if crop is None else round(crop.coarse, 4),
         crop_ncc=None if crop is None else round(crop.ncc, 4),
         crop_block_min=None if crop is None else round(crop.block_min, 4),
+        crop_parallax=None if crop is None else round(crop.parallax, 2),
         crop_ncc_min=fingerprint.CROP_NCC,
         crop_block_min_min=fingerprint.CROP_BLOCK_MIN,
+        crop_parallax_max=fingerprint.MAX_PARALLAX,
         duplicate=verdict.duplicate,
         decided_by=verdict.decided_by,
     )

@@ -10,7 +10,6 @@ predicted when ``dupes`` puts both files in one group.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,27 +121,27 @@ def evaluate_dupes(
     seed: int = 0,
     limit: int | None = None,
 ) -> DupesEvalReport:
-    """Build the set from the labelled photos (the first ``limit`` of the ground truth, sorted),
-    add it to ``library`` with the model, run ``dupes`` and count pairs."""
+    """Build the set from the labelled photos (the first ``limit`` of the ground truth, sorted)
+    in the library's folder (``dupeset-seedN``), add it to ``library`` with the model, run
+    ``dupes`` and count pairs."""
     truth = load_groundtruth(groundtruth)
     names = sorted(truth)[:limit] if limit else sorted(truth)
-    with tempfile.TemporaryDirectory(prefix="imgvec-dupeset-") as scratch:
-        sources = [(Path(folder) / name, truth[name]) for name in names]
-        files = dupeset.build(sources, Path(scratch), seed)
-        files = [
-            dupeset.DupeFile(Path(scan.normalize(f.path)), f.source, f.variant, f.group)
-            for f in files
-        ]
-        started = time.perf_counter()
-        added = library.add([scratch], model=model, weights=weights, layer=layer)
-        seconds_add = time.perf_counter() - started
-        if added.failed:
-            raise RuntimeError(f"{added.failed} evaluation files could not be added")
-        started = time.perf_counter()
-        report = library.dupes(threshold=threshold)
-        seconds_dupes = time.perf_counter() - started
-        ids, vectors = library.vectors()
-        paths = library.sql("SELECT id, path FROM photos")
+    scratch = library.paths.root / f"dupeset-seed{seed}"  # kept with the library, to look at
+    sources = [(Path(folder) / name, truth[name]) for name in names]
+    files = dupeset.build(sources, scratch, seed)
+    files = [
+        dupeset.DupeFile(Path(scan.normalize(f.path)), f.source, f.variant, f.group) for f in files
+    ]
+    started = time.perf_counter()
+    added = library.add([scratch], model=model, weights=weights, layer=layer)
+    seconds_add = time.perf_counter() - started
+    if added.failed:
+        raise RuntimeError(f"{added.failed} evaluation files could not be added")
+    started = time.perf_counter()
+    report = library.dupes(threshold=threshold)
+    seconds_dupes = time.perf_counter() - started
+    ids, vectors = library.vectors()
+    paths = library.sql("SELECT id, path FROM photos")
     path_of = {int(i): p for i, p in paths.rows}
     position = {path_of[int(i)]: n for n, i in enumerate(ids)}
     grouped = [(a.path, b.path) for g in report.groups for a, b in combinations(g.members, 2)]
