@@ -221,6 +221,21 @@ def dupe_set(tmp_path: Path) -> list[dupeset.DupeFile]:
     )
 
 
+SMALL_SOURCES = ("ukbench00000.jpg", "ukbench00004.jpg")
+SMALL_VARIANTS = ("exact", "jpeg_q30", "png")
+
+
+@pytest.fixture
+def small_set(tmp_path: Path) -> list[dupeset.DupeFile]:
+    """Two photos with three copies each: 8 files, 2 groups (cheap: no crop to align)."""
+    return dupeset.build(
+        [(UKBENCH / name, name[:-4]) for name in SMALL_SOURCES],
+        tmp_path / "set",
+        0,
+        SMALL_VARIANTS,
+    )
+
+
 def added(imgvec, files: list[dupeset.DupeFile], library: Path) -> None:  # type: ignore[no-untyped-def]
     root = files[0].path.parent.parent
     result = imgvec("add", root, *FAKE_ARGS, "--library", library)
@@ -257,14 +272,13 @@ def test_dupes_groups_each_photo_with_its_copies_and_never_siblings(
         )
     assert report["threshold_source"] == "uncalibrated"  # the fake model has no measured cut
 
-    originals = imgvec("dupes", "--library", library, "--json", "--keep", "path:*/original/*")
-    for group in originals.json()["groups"]:
-        assert "/original/" in group["members"][0]["path"]
-        assert {"exact", "phash", "crop"} == {m["signal"] for m in group["members"][1:]}
-
-    table = imgvec("dupes", "--library", library)
+    table = imgvec("dupes", "--library", library, "--keep", "path:*/original/*")
     assert table.exit_code == 0 and table.stdout.count("Group ") == 3
     assert "3 groups, 15 files, 12 duplicates" in table.stdout
+    kept = [line for line in table.stdout.splitlines() if " keeper " in line]
+    assert len(kept) == 3 and all("/original/" in line and "  keep " in line for line in kept)
+    signals = {line.split()[-2] for line in table.stdout.splitlines() if line.startswith("      ")}
+    assert signals == {"exact", "phash", "crop"}  # the original kept: the byte copy is exact
 
     rows = list(csv.DictReader(io.StringIO(imgvec("dupes", "--library", library, "--csv").stdout)))
     assert len(rows) == 15 and sum(int(r["keep"]) for r in rows) == 3
@@ -313,16 +327,16 @@ def test_explain_shows_the_deciding_signal(
 
 @needs_photos
 def test_move_to_and_undo_keep_the_library_consistent(
-    imgvec, dupe_set: list[dupeset.DupeFile], tmp_path: Path
+    imgvec, small_set: list[dupeset.DupeFile], tmp_path: Path
 ) -> None:
     library, aside = tmp_path / "lib", tmp_path / "aside"
-    added(imgvec, dupe_set, library)
-    root = dupe_set[0].path.parent.parent
+    added(imgvec, small_set, library)
+    root = small_set[0].path.parent.parent
     before = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     moved = imgvec("dupes", "--library", library, "--move-to", aside, "--json")
     assert moved.exit_code == 0, moved.stderr
     done = moved.json()["moved"]["moved"]
-    assert len(done) == 12
+    assert len(done) == 6
     for item in done:
         assert not os.path.exists(item["from_path"]) and os.path.isfile(item["to_path"])
         # the path relative to the common folder is kept
@@ -330,29 +344,29 @@ def test_move_to_and_undo_keep_the_library_consistent(
     listed = imgvec("sql", "SELECT path FROM photos", "--library", library, "--json").json()
     paths = {row["path"] for row in listed}
     assert {d["to_path"] for d in done} <= paths  # known at their new place
-    assert len(paths) == 15
+    assert len(paths) == 8
     again = imgvec("add", root, aside, *FAKE_ARGS, "--library", library, "--json").json()
     assert again["added"] == 0 and again["updated"] == 0  # never re-embedded
     assert imgvec("dupes", "--library", library, "--json").json()["groups"] == []
     undone = imgvec("dupes", "undo", "--library", library, "--json")
-    assert undone.exit_code == 0 and len(undone.json()["moved"]) == 12
+    assert undone.exit_code == 0 and len(undone.json()["moved"]) == 6
     after = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     assert after == before
-    assert len(imgvec("dupes", "--library", library, "--json").json()["groups"]) == 3
+    assert len(imgvec("dupes", "--library", library, "--json").json()["groups"]) == 2
 
 
 @needs_photos
 def test_move_skips_changed_and_colliding_files_with_one_line_each(
-    imgvec, dupe_set: list[dupeset.DupeFile], tmp_path: Path
+    imgvec, small_set: list[dupeset.DupeFile], tmp_path: Path
 ) -> None:
     library, aside = tmp_path / "lib", tmp_path / "aside"
-    added(imgvec, dupe_set, library)
+    added(imgvec, small_set, library)
     report = imgvec("dupes", "--library", library, "--json").json()
     non_keepers = [m["path"] for g in report["groups"] for m in g["members"][1:]]
     changed, colliding = non_keepers[0], non_keepers[1]
     with open(changed, "ab") as handle:
         handle.write(b"\0")
-    root = dupe_set[0].path.parent.parent
+    root = small_set[0].path.parent.parent
     blocker = aside / os.path.relpath(colliding, root)
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_bytes(b"someone else's file")
@@ -364,7 +378,7 @@ def test_move_skips_changed_and_colliding_files_with_one_line_each(
     assert any(colliding in e and "already exists" in e for e in errors)
     assert os.path.isfile(changed) and os.path.isfile(colliding)
     assert blocker.read_bytes() == b"someone else's file"
-    assert "Moved 10 files" in result.stdout
+    assert "Moved 4 files" in result.stdout
 
 
 # --- a kill during the move ------------------------------------------------------------------
@@ -394,13 +408,13 @@ def place_of(lib, image_id: int) -> str:  # type: ignore[no-untyped-def]
 @needs_photos
 @pytest.mark.parametrize("step", ["record", "link", "copy"])
 def test_a_move_killed_half_way_is_settled_from_where_the_file_is(
-    imgvec, dupe_set: list[dupeset.DupeFile], tmp_path: Path, monkeypatch, step: str
+    imgvec, small_set: list[dupeset.DupeFile], tmp_path: Path, monkeypatch, step: str
 ) -> None:
     from imgvec.api import Library
     from imgvec.ops import moves
 
     library, aside = tmp_path / "lib", tmp_path / "aside"
-    added(imgvec, dupe_set, library)
+    added(imgvec, small_set, library)
     with Library.open(library) as lib:
         report = lib.dupes()
         victim = report.groups[0].members[1]
@@ -422,11 +436,11 @@ def test_a_move_killed_half_way_is_settled_from_where_the_file_is(
             assert state == "failed" and where == source and os.path.isfile(source)
             assert not any(p.is_file() for p in aside.rglob("*"))
         listed = sum(len(g.members) for g in lib.dupes().groups)
-        assert listed == 15 - (step == "link")  # a file moved aside is not listed again
+        assert listed == 8 - (step == "link")  # a file moved aside is not listed again
         lib.move_dupes(lib.dupes(), aside)
         undone = lib.undo_dupes(every_run=True)
         assert undone.errors == []
-    assert all(f.path.is_file() for f in dupe_set)
+    assert all(f.path.is_file() for f in small_set)
     assert not any(p.is_file() for p in aside.rglob("*"))
 
 
@@ -435,11 +449,11 @@ def test_a_move_killed_half_way_is_settled_from_where_the_file_is(
 
 @needs_photos
 def test_new_and_add_dupes_check_only_what_was_added(
-    imgvec, dupe_set: list[dupeset.DupeFile], tmp_path: Path
+    imgvec, small_set: list[dupeset.DupeFile], tmp_path: Path
 ) -> None:
     library = tmp_path / "lib"
-    added(imgvec, dupe_set, library)
-    assert len(imgvec("dupes", "--library", library, "--json").json()["groups"]) == 3
+    added(imgvec, small_set, library)
+    assert len(imgvec("dupes", "--library", library, "--json").json()["groups"]) == 2
     assert imgvec("dupes", "--new", "--library", library, "--json").json()["groups"] == []
     extra = tmp_path / "later" / "copy-of-4.png"
     extra.parent.mkdir()
@@ -450,25 +464,25 @@ def test_new_and_add_dupes_check_only_what_was_added(
     result = imgvec("add", extra.parent, *FAKE_ARGS, "--library", library, "--dupes", "--json")
     assert result.exit_code == 0, result.stderr
     groups = result.json()["dupes"]["groups"]
-    assert len(groups) == 1 and len(groups[0]["members"]) == 1 + 1 + len(VARIANTS)
+    assert len(groups) == 1 and len(groups[0]["members"]) == 1 + 1 + len(SMALL_VARIANTS)
     assert str(extra) in {m["path"] for m in groups[0]["members"]}
     new = imgvec("dupes", "--new", "--library", library, "--json").json()
     assert new["checked"] == 2  # only the two added since the last dupes run were queried
-    assert [len(g["members"]) for g in new["groups"]] == [6]
+    assert [len(g["members"]) for g in new["groups"]] == [5]
     assert imgvec("dupes", "--new", "--library", library, "--json").json()["checked"] == 0
 
 
 @needs_photos
 def test_a_move_refused_by_permissions_leaves_the_file_and_the_record_right(
-    imgvec, dupe_set: list[dupeset.DupeFile], tmp_path: Path
+    imgvec, small_set: list[dupeset.DupeFile], tmp_path: Path
 ) -> None:
     """As a user without root's override: one folder of duplicates cannot be written, so its
     files cannot leave it; the others move, and undo puts those back."""
     from tests.test_faults import cli, error_lines
 
     library, aside = tmp_path / "lib", tmp_path / "aside"
-    added(imgvec, dupe_set, library)
-    root = dupe_set[0].path.parent.parent
+    added(imgvec, small_set, library)
+    root = small_set[0].path.parent.parent
     locked = root / "jpeg_q30"
     locked.chmod(0o555)
     try:
@@ -477,15 +491,15 @@ def test_a_move_refused_by_permissions_leaves_the_file_and_the_record_right(
         locked.chmod(0o755)
     assert result.exit_code == 1, result.stderr
     errors = error_lines(result.stderr)
-    assert len(errors) == 3 and all("/jpeg_q30/" in e and "not moved" in e for e in errors)
-    assert all(f.path.is_file() for f in dupe_set if f.variant == "jpeg_q30")
+    assert len(errors) == 2 and all("/jpeg_q30/" in e and "not moved" in e for e in errors)
+    assert all(f.path.is_file() for f in small_set if f.variant == "jpeg_q30")
     moved = json.loads(result.stdout)["moved"]["moved"]
-    assert len(moved) == 12 - 3
+    assert len(moved) == 6 - 2
     states = imgvec("sql", "SELECT state FROM dupe_moves", "--library", library, "--json").json()
-    assert sorted(r["state"] for r in states) == ["failed"] * 3 + ["moved"] * 9
+    assert sorted(r["state"] for r in states) == ["failed"] * 2 + ["moved"] * 4
     assert not list((aside / "jpeg_q30").glob("*"))  # no half-made file left
-    assert len(imgvec("dupes", "undo", "--library", library, "--json").json()["moved"]) == 9
-    assert all(f.path.is_file() for f in dupe_set)
+    assert len(imgvec("dupes", "undo", "--library", library, "--json").json()["moved"]) == 4
+    assert all(f.path.is_file() for f in small_set)
 
 
 # --- the evaluation, through the CLI ---------------------------------------------------------
