@@ -540,3 +540,21 @@ def test_eval_dupes_counts_pairs_on_four_shots_of_one_object(imgvec, tmp_path: P
         *FAKE_ARGS,
     )
     assert "sibling pairs grouped" in text.stdout and "0 of 384" in text.stdout
+
+
+@needs_photos
+def test_new_still_sees_what_was_added_after_compaction_and_gc(
+    imgvec, small_set: list[dupeset.DupeFile], tmp_path: Path
+) -> None:
+    """``index gc`` prunes the change log, but never past the last ``dupes`` run."""
+    library = tmp_path / "lib"
+    first = [f for f in small_set if f.source == "ukbench00000.jpg"]
+    for f in first:
+        assert imgvec("add", f.path, *FAKE_ARGS, "--library", library).exit_code == 0
+    assert len(imgvec("dupes", "--library", library, "--json").json()["groups"]) == 1
+    later = [f.path for f in small_set if f.source == "ukbench00004.jpg"]
+    assert imgvec("add", *later, "--library", library).exit_code == 0
+    assert imgvec("index", "compact", "--library", library).exit_code == 0
+    assert imgvec("index", "gc", "--keep", "0", "--library", library).exit_code == 0
+    new = imgvec("dupes", "--new", "--library", library, "--json").json()
+    assert new["checked"] == len(later) and [len(g["members"]) for g in new["groups"]] == [4]
