@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ from PIL import Image as PILImage
 
 from imgvec.decode import fingerprint
 from imgvec.decode.images import decode, read_file
+from imgvec.embed.batches import worker_count
 from imgvec.embed.registry import available
 from imgvec.errors import ImageError, ImgvecError
 from imgvec.index.neighbours import near_pairs
@@ -89,7 +92,9 @@ class PixelChecks:
         self.new_phashes: dict[int, int] = {}
         self.unreadable: dict[int, str] = {}
         self.crop_checks = 0
-        self._thumbs: OrderedDict[int, PILImage.Image] = OrderedDict()
+        self._thumbs: OrderedDict[int, fingerprint.Thumbnail] = OrderedDict()
+        self._lock = threading.Lock()
+        """Guards the thumbnail cache: pairs are checked on worker threads."""
 
     def _picture(self, image_id: int) -> PILImage.Image:
         if image_id in self.unreadable:
@@ -116,15 +121,18 @@ class PixelChecks:
             self.new_phashes[image_id] = known
         return known
 
-    def thumbnail(self, image_id: int) -> PILImage.Image:
-        thumb = self._thumbs.get(image_id)
-        if thumb is None:
-            thumb = fingerprint.thumbnail(self._picture(image_id))
+    def thumbnail(self, image_id: int) -> fingerprint.Thumbnail:
+        with self._lock:
+            thumb = self._thumbs.get(image_id)
+            if thumb is not None:
+                self._thumbs.move_to_end(image_id)
+                return thumb
+        thumb = fingerprint.thumbnail(self._picture(image_id))
+        _ = thumb.pyramid  # made once, outside the lock
+        with self._lock:
             self._thumbs[image_id] = thumb
             if len(self._thumbs) > THUMB_CACHE:
                 self._thumbs.popitem(last=False)
-        else:
-            self._thumbs.move_to_end(image_id)
         return thumb
 
     def verdict(self, a: int, b: int, cosine: float, cut: float, full: bool = False) -> Verdict:
@@ -139,7 +147,8 @@ class PixelChecks:
         distance = fingerprint.hamming(self.phash(a), self.phash(b))
         crop = None
         if full or distance > PHASH_MAX:
-            self.crop_checks += 1
+            with self._lock:
+                self.crop_checks += 1
             crop = fingerprint.crop_match(self.thumbnail(a), self.thumbnail(b))
         if exact:
             decided = "exact"
@@ -223,6 +232,12 @@ def find(
         raise ImgvecError("--threshold is a cosine similarity: between -1 and 1")
     cut, source = (threshold, "--threshold") if threshold is not None else cosine_cut(model)
     report = DupesReport(model=model.name, threshold=cut, threshold_source=source, keep=keep)
+    if source == "uncalibrated":
+        parts.reporter.notice(
+            f"No measured near-duplicate cut for {model.name}/{model.layer} with these weights: "
+            f"candidates from cosine {cut:g} (more pairs to check on pixels; "
+            "`imgvec eval --dupes` measures one, then pass --threshold)"
+        )
     with parts.sessions() as session:
         aside = store.moved_aside(session)
         new_ids = None
@@ -333,6 +348,8 @@ def _query_vectors(
             advance(len(ids))
 
 
+PAIR_BATCH = 512
+"""Pairs handed to the worker threads at a time."""
 LARGEST_COMPLETED = 200
 """Components up to this many images get every pair checked (see :func:`_groups`)."""
 
@@ -363,10 +380,15 @@ def _groups(
         with contextlib.suppress(Unreadable):  # reported once per file below
             verdicts[pair] = checks.verdict(a, b, cosine, cut)
 
-    with progress(parts.reporter, "Checking pixels", len(pairs)) as advance:
-        for pair, cosine in sorted(pairs.items()):  # by first id: thumbnails get reused
-            judge(pair, cosine)
-            advance(1)
+    ordered_pairs = sorted(pairs.items())  # by first id: thumbnails get reused
+    with (
+        progress(parts.reporter, "Checking pixels", len(pairs)) as advance,
+        ThreadPoolExecutor(worker_count(), thread_name_prefix="imgvec-dupes") as pool,
+    ):  # NumPy, SciPy and Pillow release the GIL for most of a check
+        for start in range(0, len(ordered_pairs), PAIR_BATCH):
+            batch = ordered_pairs[start : start + PAIR_BATCH]
+            for _ in pool.map(lambda item: judge(*item), batch):
+                advance(1)
     duplicate = grouping.relation(p for p, v in verdicts.items() if v.duplicate)
     for members in _connected(duplicate):
         if len(members) > LARGEST_COMPLETED:
