@@ -55,6 +55,8 @@ class IndexStore:
         self.target_recall = target_recall
         self.memory_budget = memory_budget or rules.memory_budget(total_memory())
         self._loaded: dict[int, faiss_ops.Segment] = {}
+        self._stored: dict[int, np.ndarray] = {}
+        """Sorted ids each loaded segment holds (tombstones are limited to those)."""
         self._searching: tuple[tuple[int, int], list[faiss_ops.Segment]] | None = None
 
     # --- writing (the caller holds the write lock) -----------------------------------------------
@@ -374,6 +376,11 @@ class IndexStore:
                 self._loaded[segment.id] = faiss_ops.Segment(index, kind)
             cached = self._loaded[segment.id]
             dead = ids[seqs > segment.created_seq]
+            if len(dead):  # only ids the segment holds: FAISS searches a flat index with an
+                # id selector without BLAS, about 10x slower (BENCHMARKS.md, near duplicates)
+                if segment.id not in self._stored:
+                    self._stored[segment.id] = np.sort(faiss_ops.stored_ids(cached.index))
+                dead = np.intersect1d(dead, self._stored[segment.id], assume_unique=True)
             loaded.append(faiss_ops.Segment(cached.index, cached.kind, params, dead))
         return loaded
 
