@@ -62,26 +62,31 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     if truth is None:
         raise SystemExit(f"no ground truth at {args.groundtruth}")
     names = sorted(truth)[: args.photos] if args.photos else sorted(truth)
-    models = []
+    models, failed = [], []
     for model in args.models:
         weights = common.offline_weights(model, args.mobilenet_weights)
         if weights is None:
             common.log(f"{model}: no offline weights, left out")
             continue
-        models.append(
-            common.run_child(
-                MODULE,
-                {
-                    "kind": "imgvec",
-                    "model": model,
-                    "weights": weights[0],
-                    "label": weights[1],
-                    "photos": len(names),
-                    "images": str(args.images),
-                    "groundtruth": str(args.groundtruth),
-                },
+        try:
+            models.append(
+                common.run_child(
+                    MODULE,
+                    {
+                        "kind": "imgvec",
+                        "model": model,
+                        "weights": weights[0],
+                        "label": weights[1],
+                        "photos": len(names),
+                        "images": str(args.images),
+                        "groundtruth": str(args.groundtruth),
+                    },
+                )
             )
-        )
+        except SystemExit as error:  # the child died: say so, measure the rest
+            failed.append({"model": model, "error": str(error)[-2000:]})
+            common.log(f"{model} failed: {str(error)[-500:]}")
+            continue
         row = models[-1]
         common.log(
             f"{model}: precision {row['precision']}, recall {row['recall']}, siblings "
@@ -99,7 +104,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             "tmp": None if args.tmp is None else str(args.tmp),
         },
     )
-    return {"photos": len(names), "models": models, **hashes}
+    return {"photos": len(names), "models": models, "failed": failed, **hashes}
 
 
 def worker_imgvec(task: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +128,7 @@ def worker_imgvec(task: dict[str, Any]) -> dict[str, Any]:
         )
     spec = available().get(task["model"])
     result = json.loads(json.dumps(report.to_json()))
-    result.update(weights_label=task["label"], peak_rss=common.peak_rss())
+    result.update(weights_label=task["label"], peak_rss=own_peak())
     result["calibrated_cut"] = None if spec is None else spec.near_duplicate_cosine
     return result
 
@@ -273,6 +278,12 @@ def _library_model(lib: Any, dim: int) -> Any:
     return model
 
 
+def own_peak() -> int:
+    """This process's peak RSS since it started (``VmHWM``). Not ``ru_maxrss``: a child started
+    by fork and exec keeps the parent's RSS at the fork as its ``ru_maxrss`` (Linux)."""
+    return common.rss("VmHWM")
+
+
 def worker_library(task: dict[str, Any]) -> dict[str, Any]:
     """A library of the vectors (bulk-loaded), its index built, then the new vectors added
     (with change-log rows, as ``imgvec add`` writes them) and ``update()``."""
@@ -311,7 +322,7 @@ def worker_library(task: dict[str, Any]) -> dict[str, Any]:
     ]
     result["index_bytes"] = sum(s["size_bytes"] for s in info.segments)
     result["db_bytes"] = sum(p.stat().st_size for p in Path(task["root"]).glob("imgvec.db*"))
-    result["peak_rss"] = common.peak_rss()
+    result.update(peak_rss=own_peak(), ru_maxrss=common.peak_rss())
     lib.close()
     return result
 
@@ -334,7 +345,7 @@ def worker_candidates(task: dict[str, Any]) -> dict[str, Any]:
         lib.parts, model, version, task["cut"], None, frozenset(), new_ids
     )
     seconds = time.perf_counter() - started
-    peak = common.peak_rss()
+    peak = own_peak()
     lib.close()
     planted = np.load(task["planted_new"])
     if task["mode"] == "all":
@@ -352,6 +363,7 @@ def worker_candidates(task: dict[str, Any]) -> dict[str, Any]:
         "other_pairs": len(pairs) - len(found),
         "baseline_rss": baseline,
         "peak_rss": peak,
+        "ru_maxrss": common.peak_rss(),
     }
 
 
@@ -561,6 +573,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         started, meter = time.perf_counter(), common.CpuMeter()
         raw["quality"] = quality(args)
         run = common.run_line(command, started, meter)
+        for model in raw["quality"]["failed"]:
+            first = model["error"].strip().splitlines()[0][-160:]
+            run += f"\n- `{model['model']}`: **not measured** ({first})."
         tables.update(quality_run=run, **quality_tables(raw["quality"]))
     if "scale" in args.parts:
         started, meter = time.perf_counter(), common.CpuMeter()

@@ -40,16 +40,16 @@ def near_pairs(
     ``allowed(ids) -> bool mask`` keeps only neighbours it accepts (``--where``). Returns the pairs
     and how many query vectors hit ``max_k`` (their further neighbours are not looked at).
     """
-    pairs: dict[tuple[int, int], float] = {}
+    found: list[np.ndarray] = []
     saturated = 0
     for ids, vectors in chunks:
         for start in range(0, len(ids), QUERY_BATCH):
             batch_ids = ids[start : start + QUERY_BATCH]
             batch = np.ascontiguousarray(vectors[start : start + QUERY_BATCH], np.float32)
             saturated += _collect(
-                search, batch_ids, batch, threshold, allowed, first_k, max_k, pairs
+                search, batch_ids, batch, threshold, allowed, first_k, max_k, found
             )
-    return pairs, saturated
+    return _unique(found), saturated
 
 
 def _collect(
@@ -60,20 +60,43 @@ def _collect(
     allowed: Callable[[np.ndarray], np.ndarray] | None,
     k: int,
     max_k: int,
-    pairs: dict[tuple[int, int], float],
+    found: list[np.ndarray],
 ) -> int:
+    """Append (low id, high id, score) rows, shape (m, 3) float64, of this batch's pairs."""
     rows = np.arange(len(ids))
     while len(rows):
-        scores, found = search(queries[rows], k + 1)  # +1: the vector itself
-        full = (scores[:, -1] >= threshold) & (found[:, -1] >= 0)
-        keep = (scores >= threshold) & (found >= 0) & (found != ids[rows, None])
+        scores, neighbours = search(queries[rows], k + 1)  # +1: the vector itself
+        full = (scores[:, -1] >= threshold) & (neighbours[:, -1] >= 0)
+        own = ids[rows, None]
+        keep = (scores >= threshold) & (neighbours >= 0) & (neighbours != own)
         if allowed is not None and keep.any():
-            keep[keep] = allowed(found[keep])
-        for row, column in zip(*np.nonzero(keep), strict=True):
-            a, b = int(ids[rows[row]]), int(found[row, column])
-            key = (a, b) if a < b else (b, a)
-            pairs[key] = max(pairs.get(key, -1.0), float(scores[row, column]))
+            keep[keep] = allowed(neighbours[keep])
+        a = np.broadcast_to(own, keep.shape)[keep]
+        b = neighbours[keep]
+        found.append(np.stack([np.minimum(a, b), np.maximum(a, b), scores[keep]], axis=1))
         if k >= max_k:
             return int(full.sum())
         rows, k = rows[full], min(2 * k, max_k)
     return 0
+
+
+def _unique(found: list[np.ndarray]) -> dict[tuple[int, int], float]:
+    """Each pair once, with its highest score (found from both sides, or again with a larger k)."""
+    rows = np.concatenate(found) if found else np.zeros((0, 3))
+    if not len(rows):
+        return {}
+    low, high = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
+    key = (low << 32) | high  # image ids are below 2**31
+    best_first = np.argsort(-rows[:, 2], kind="stable")
+    order = best_first[np.argsort(key[best_first], kind="stable")]  # by pair, best score first
+    key = key[order]
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    chosen = order[first]
+    return dict(
+        zip(
+            zip(low[chosen].tolist(), high[chosen].tolist(), strict=True),
+            rows[chosen, 2].tolist(),
+            strict=True,
+        )
+    )
