@@ -15,7 +15,9 @@ import contextlib
 import errno
 import os
 import shutil
+from pathlib import Path
 
+from imgvec.atomic import fsync_dir
 from imgvec.ops.parts import Parts
 from imgvec.storage import store
 from imgvec.storage.schema import DupeMove
@@ -167,8 +169,8 @@ def _move_file(source: str, destination: str) -> None:
         _copy_then_unlink(source, destination)
         return
     _unlink_or_take_back(source, destination)
-    _fsync_dir(os.path.dirname(source))
-    _fsync_dir(os.path.dirname(destination))
+    fsync_dir(Path(os.path.dirname(source)))
+    fsync_dir(Path(os.path.dirname(destination)))
 
 
 def _unlink_or_take_back(source: str, destination: str) -> None:
@@ -193,22 +195,14 @@ def _copy_then_unlink(source: str, destination: str) -> None:
     except BaseException:
         _remove_temp(destination)
         raise
-    _fsync_dir(os.path.dirname(destination))
+    fsync_dir(Path(os.path.dirname(destination)))
     _unlink_or_take_back(source, destination)
-    _fsync_dir(os.path.dirname(source))
+    fsync_dir(Path(os.path.dirname(source)))
 
 
 def _remove_temp(destination: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(destination + TEMP_SUFFIX)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reason(error: OSError) -> str:
