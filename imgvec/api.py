@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec import scan
 from imgvec.config import LibraryPaths, resolve_paths
+from imgvec.decode.images import MAX_PIXELS, probe
 from imgvec.embed.batches import DEFAULT_BATCH_SIZE
 from imgvec.embed.loader import Models
 from imgvec.embed.registry import available
@@ -36,7 +37,7 @@ from imgvec.index.indexes import Indexes
 from imgvec.index.search import vector_lookup
 from imgvec.ops import backfill as backfill_op
 from imgvec.ops import dupes as dupes_op
-from imgvec.ops import exchange, models, moves
+from imgvec.ops import exchange, models, moves, thumbnails
 from imgvec.ops import query as query_op
 from imgvec.ops.add import add_paths
 from imgvec.ops.models import DEFAULT_MODEL
@@ -373,6 +374,73 @@ class Library:
             self.parts, self.engine, row, _paths(images), k, where, self.current_index_version
         )
 
+    def query_image(
+        self,
+        data: bytes,
+        name: str = "upload",
+        k: int = DEFAULT_K,
+        where: str | None = None,
+        model: str | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ) -> QueryResult:
+        """Like :meth:`query` for an image given as bytes (an upload): the k most similar library
+        images. ``name`` only labels the result; nothing is written. Raises :class:`NotAnImage`,
+        :class:`ImageTooLarge` (over ``max_pixels``, checked from the header before decoding)
+        or :class:`ImageError` when the bytes are not a usable image (the reason in one line)."""
+        row = self._query_model(k, model)
+        probe(data, max_pixels)
+        prepare = self.parts.models.preparer(row)
+        _picture, tensor = prepare(data)
+        vector = self.parts.models.embed(row, tensor.unsqueeze(0))[0]
+        return self._search_one(QueryResult(name), row, vector, k, where)
+
+    def query_id(
+        self, image_id: int, k: int = DEFAULT_K, where: str | None = None, model: str | None = None
+    ) -> QueryResult:
+        """Like :meth:`query` for a library image by id, from its stored vector (no model runs;
+        "more like this"). Raises :class:`ImgvecError` when the image has no vector for the
+        model."""
+        row = self._query_model(k, model)
+        with self.session() as session:
+            image = store.image(session, image_id)
+            data = None if image is None else store.stored_vector(session, image_id, row.id)
+        if image is None or data is None:
+            raise ImgvecError(f"no image with id {image_id} and a {row.name} vector")
+        result = QueryResult(image.path, vector_source="stored")
+        return self._search_one(result, row, store.bytes_to_vector(data), k, where)
+
+    def _query_model(self, k: int, model: str | None) -> EmbeddingModel:
+        if k < 1:
+            raise ImgvecError("k must be at least 1")
+        return self.searchable_model(model) if model else self.active_model_row()
+
+    def _search_one(
+        self,
+        result: QueryResult,
+        row: EmbeddingModel,
+        vector: np.ndarray,
+        k: int,
+        where: str | None,
+    ) -> QueryResult:
+        [(result.hits, result.filter)] = query_op.search(
+            self.parts, self.engine, row, vector[None, :], k, where, self.current_index_version
+        )
+        return result
+
+    def image(self, image_id: int) -> dict[str, Any] | None:
+        """A readable library image's row of the ``photos`` view (path, folder, width, height,
+        format, taken_at, camera_make, ...), or None."""
+        from imgvec.storage import user_sql
+
+        found = user_sql.run(self.engine, f"SELECT * FROM photos WHERE id = {int(image_id)}")
+        return found.to_json()[0] if found.rows else None
+
+    def thumbnail(self, image_id: int, size: int = 256) -> bytes:
+        """A JPEG thumbnail of a library image, longest side ``size`` px (one of
+        :data:`imgvec.ops.thumbnails.SIZES`), cached on disk by content hash (see
+        :mod:`imgvec.ops.thumbnails`)."""
+        return thumbnails.thumbnail(self.parts, image_id, size)
+
     # --- duplicates -------------------------------------------------------------------------------
 
     def dupes(
@@ -420,6 +488,7 @@ class Library:
                 where_ids=where_ids,
                 since_seq=since,
                 record=since_seq is None,
+                write=holding,
             )
 
     def last_change(self) -> int:

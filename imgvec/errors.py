@@ -23,6 +23,14 @@ class ImageError(ImgvecError):
     """An image file could not be used; the message is the reason."""
 
 
+class NotAnImage(ImageError):
+    """The bytes are not an image, or not in a format imgvec reads."""
+
+
+class ImageTooLarge(ImageError):
+    """Too many bytes or pixels (a possible decompression bomb)."""
+
+
 class StorageError(ImgvecError):
     """The library's storage refused a write: disk full, read-only, I/O error. Nothing
     committed is lost; the command stops."""

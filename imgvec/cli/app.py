@@ -403,7 +403,7 @@ def sql(
     if result.truncated:
         err.print(f"Only the first {len(result.rows)} rows are shown.", markup=False)
     if json_output:
-        print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
+        print_json(result.to_json())
     elif csv_output:
         writer = csv.writer(sys.stdout)
         writer.writerow(result.columns)
@@ -413,6 +413,75 @@ def sql(
         for row in result.rows:
             table.add_row(*row)
         out.print(table)
+
+
+@app.command()
+def serve(
+    library: LibraryOption = None,
+    db: DbOption = None,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to listen on; any but loopback needs a token (see --token)."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one).", min=0, max=65535)] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="IMGVEC_TOKEN",
+            help="Demand this token from every request \\[env: IMGVEC_TOKEN; default: none on "
+            "loopback, a new one printed at start on any other address].",
+            show_default=False,
+            show_envvar=False,
+        ),
+    ] = None,
+    allow_writes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-writes", help="Allow add, remove and moving duplicates aside over HTTP."
+        ),
+    ] = False,
+    watch: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Keep this folder in the library as files appear, change and go (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    max_upload_mb: Annotated[
+        float, typer.Option(help="Largest image a search may upload, in MiB.", min=0.001)
+    ] = 32.0,
+) -> None:
+    """Serve the library over HTTP: a web page to search and review it, and a JSON API.
+
+    Open the printed address in a browser: drop a photo to find the ones like it, click a result
+    for more like it, filter with the same SQL as `query --where`, review duplicate groups. The
+    API (the JSON of `--json`) is described at /docs. Queries never write to the library; new
+    images and model switches made by other imgvec processes show without a restart.
+
+    Example: imgvec serve --watch ~/Pictures
+    """
+    try:
+        from imgvec.serve.app import Settings
+        from imgvec.serve.run import serve as run_server
+    except ImportError as error:
+        fail(
+            f"imgvec serve needs the serve extra ({error.name} is missing): "
+            "pip install 'imgvec[serve]'"
+        )
+    settings = Settings(
+        library=None if library is None else str(library),
+        db=db,
+        host=host,
+        port=port,
+        token=token,
+        allow_writes=allow_writes,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        watch=[str(folder) for folder in watch or []],
+    )
+    try:
+        run_server(settings, lambda line: err.print(line, markup=False, highlight=False))
+    except (ImgvecError, OSError) as error:
+        fail(str(error))
 
 
 @app.command()

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from imgvec.decode.exif import PhotoMetadata, read_exif, upright
-from imgvec.errors import ImageError
+from imgvec.errors import ImageError, ImageTooLarge, NotAnImage
 
 MAX_PIXELS = 178_956_970
 """Pillow's own decompression-bomb error limit (2 x ``Image.MAX_IMAGE_PIXELS``), checked on the
@@ -77,6 +77,34 @@ def read_file(path: str) -> bytes:
         raise ImageError(f"cannot read file: {error.strerror or error}") from error
 
 
+NOT_AN_IMAGE = "not an image, or an unsupported image format"
+
+
+def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[str, int, int]:
+    """Format name, width and height (pixels, as stored) from the header alone, without decoding.
+
+    Raises :class:`NotAnImage` when Pillow cannot identify the bytes, :class:`ImageTooLarge` over
+    ``max_pixels``, :class:`ImageError` for another fault of the header."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            fmt, (width, height) = image.format or "unknown", image.size
+    except UnidentifiedImageError as error:
+        raise NotAnImage(NOT_AN_IMAGE) from error
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"image too large (possible decompression bomb): {error}") from error
+    except Exception as error:
+        raise ImageError(f"corrupt image header: {one_line(error)}") from error
+    _check_pixels(width, height, max_pixels)
+    return fmt, width, height
+
+
+def _check_pixels(width: int, height: int, limit: int) -> None:
+    if width * height > limit:
+        raise ImageTooLarge(
+            f"image too large ({width}x{height} pixels, limit {limit}; possible decompression bomb)"
+        )
+
+
 def decode(data: bytes, min_side: int | None = None) -> Picture:
     """Decode image bytes into an upright 8-bit RGB :class:`Picture`.
 
@@ -96,11 +124,7 @@ def decode(data: bytes, min_side: int | None = None) -> Picture:
         if image.format:
             fmt, kind = image.format, f"{image.format} image"
         width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(
-                f"image too large ({width}x{height} pixels, limit {MAX_PIXELS}; "
-                "possible decompression bomb)"
-            )
+        _check_pixels(width, height, MAX_PIXELS)
         if min_side is not None:
             image.draft(None, (min_side, min_side))  # a no-op for formats other than JPEG
         image.load()
@@ -114,9 +138,9 @@ def decode(data: bytes, min_side: int | None = None) -> Picture:
     except ImageError:
         raise
     except UnidentifiedImageError as error:
-        raise ImageError("not an image, or an unsupported image format") from error
+        raise NotAnImage(NOT_AN_IMAGE) from error
     except Image.DecompressionBombError as error:
-        raise ImageError(f"image too large (possible decompression bomb): {error}") from error
+        raise ImageTooLarge(f"image too large (possible decompression bomb): {error}") from error
     except MemoryError as error:
         raise ImageError(f"not enough memory to decode this {kind}") from error
     except OSError as error:

@@ -217,14 +217,16 @@ def find(
     where_ids: set[int] | None = None,
     since_seq: int | None = None,
     record: bool = True,
+    write: bool = True,
 ) -> DupesReport:
     """Duplicate groups among the model's indexed images (see the module docstring).
 
     ``where_ids`` restricts to those images; ``since_seq`` checks only images whose vectors
     changed after that change seq, against the whole library (``--new``), and reports only the
-    groups they are in. Images moved aside by ``--move-to`` are left out. Phashes made on the
-    way are stored (the caller holds the write lock), and with ``record`` and no ``where_ids``
-    the change seq this run saw, for the next ``--new``. Raises ImgvecError for a bad ``keep``
+    groups they are in. Images moved aside by ``--move-to`` are left out. With ``write`` (the
+    caller holds the write lock), phashes made on the way are stored, and with ``record`` and no
+    ``where_ids`` the change seq this run saw, for the next ``--new``; without it nothing is
+    written (a read-only library, a server). Raises ImgvecError for a bad ``keep``
     or ``threshold``.
     """
     order = grouping.keep_order(keep)
@@ -253,11 +255,17 @@ def find(
         groups = [g for g in groups if new_ids.intersection(g)]
     report.groups = [_group(g, checks.facts, pairs, verdicts) for g in groups]
     report.groups.sort(key=lambda g: g.keeper.path)
+    if not write:
+        return _told_saturated(parts, report)
     with parts.sessions() as session, session.begin():
         for image_id, value in checks.new_phashes.items():
             store.set_phash(session, image_id, value)
         if where_ids is None and record:
             store.state(session).dupes_seq = store.last_change(session, model.id)
+    return _told_saturated(parts, report)
+
+
+def _told_saturated(parts: Parts, report: DupesReport) -> DupesReport:
     if report.saturated:
         parts.reporter.notice(
             f"{report.saturated} images have more near-duplicate candidates than were checked; "

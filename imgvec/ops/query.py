@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -53,8 +54,27 @@ def query(
     if not vectors:
         return results
     order = sorted(vectors)
-    queries = np.stack([vectors[p] for p in order])
+    found = search(
+        parts, engine, model, np.stack([vectors[p] for p in order]), k, where, version_of
+    )
+    for position, (hits, plan) in zip(order, found, strict=True):
+        results[position].hits, results[position].filter = hits, plan
+    return results
+
+
+def search(
+    parts: Parts,
+    engine: Engine,
+    model: EmbeddingModel,
+    queries: np.ndarray,
+    k: int,
+    where: str | None,
+    version_of: Callable[[EmbeddingModel], IndexVersion],
+) -> list[tuple[list[QueryHit], dict[str, Any] | None]]:
+    """For each query vector (``queries``: (Q, dim) float32, L2-normalised), its k best hits and,
+    with ``where``, the filter plan; hits whose image was removed meanwhile are left out."""
     stopwatch = parts.models.stopwatch
+    plan = None
     if where is None:
         version = version_of(model)
         index = parts.indexes.of(model)
@@ -72,17 +92,19 @@ def query(
             where,
             lambda: (parts.indexes.of(model), version_of(model)),
         )
-        for position in order:
-            results[position].filter = plan
     with parts.sessions() as session:
         paths = store.paths_of(session, {int(i) for i in ids.ravel() if i >= 0})
-    for row, position in enumerate(order):
-        results[position].hits = [
-            QueryHit(int(i), paths[int(i)], float(s))
-            for s, i in zip(scores[row], ids[row], strict=True)
-            if i >= 0 and int(i) in paths
-        ]
-    return results
+    return [
+        (
+            [
+                QueryHit(int(i), paths[int(i)], float(s))
+                for s, i in zip(scores[row], ids[row], strict=True)
+                if i >= 0 and int(i) in paths
+            ],
+            plan,
+        )
+        for row in range(len(queries))
+    ]
 
 
 def _embed(

@@ -30,6 +30,10 @@ class SqlResult:
     rows: list[tuple[Any, ...]]
     truncated: bool
 
+    def to_json(self) -> list[dict[str, Any]]:
+        """One object per row, by column name (what ``imgvec sql --json`` prints)."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
 
 @contextmanager
 def read_only(engine: Engine) -> Iterator[Connection]:

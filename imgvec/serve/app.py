@@ -1,0 +1,371 @@
+"""The HTTP application: every endpoint is one call of the Python API (:class:`Library`), and
+answers with the JSON the CLI prints for ``--json`` (the types' ``to_json``).
+
+Reading and writing are kept apart. Queries run on a library object that never writes (it
+searches the active index version as it is, with removals applied), so they go on while another
+process, or this server with ``--allow-writes``, adds or switches models; new index versions and
+model switches are picked up on the next request, from the database. Writes (``--allow-writes``
+or ``--watch``) run one at a time on a second library object, under the same one-writer lock as
+the CLI. Calls that load a model or an index run one at a time (the model and the index cache
+are not shared across threads); metadata, SQL and thumbnails run in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from imgvec.api import DEFAULT_K, Library
+from imgvec.errors import (
+    ImageError,
+    ImageTooLarge,
+    ImgvecError,
+    LibraryLocked,
+    NotAnImage,
+    StorageError,
+    WeightsUnavailable,
+)
+from imgvec.serve import security
+
+log = logging.getLogger("imgvec.serve")
+T = TypeVar("T")
+
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+"""Default upload limit: larger than any camera JPEG or HEIC, far below memory."""
+MAX_UPLOAD_PIXELS = 64_000_000
+"""Default pixel limit of an upload (64 MP: a 9,000 x 7,000 photo), checked from the header."""
+MAX_K = 1000
+MULTIPART_SLACK = 64 * 1024
+"""Bytes a multipart form may add around the image (boundaries, headers)."""
+PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+"""The page's files, by the name in the URL: a fixed table, so no URL names a path."""
+_STATUS = [
+    (NotAnImage, 415),
+    (ImageTooLarge, 413),
+    (ImageError, 422),
+    (LibraryLocked, 409),
+    (WeightsUnavailable, 503),
+    (StorageError, 503),
+    (ImgvecError, 400),
+]
+"""HTTP status of each error the API raises (the first that matches)."""
+
+
+@dataclass
+class Settings:
+    """What ``imgvec serve`` was told (see its ``--help``)."""
+
+    library: str | None = None
+    db: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    """Demanded from every request when set (see :mod:`imgvec.serve.security`)."""
+    allow_writes: bool = False
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_upload_pixels: int = MAX_UPLOAD_PIXELS
+    watch: list[str] = field(default_factory=list)
+
+
+class NotFound(ImgvecError):
+    pass
+
+
+class Forbidden(ImgvecError):
+    pass
+
+
+class LogReporter:
+    """Library notices and per-file errors go to the server's log, each notice once."""
+
+    def __init__(self) -> None:
+        self._told: set[str] = set()
+
+    def notice(self, message: str) -> None:
+        if message not in self._told:
+            self._told.add(message)
+            log.warning("%s", message)
+
+    def file_error(self, path: str, reason: str) -> None:
+        log.warning("%s: %s", path, reason)
+
+    def file_ignored(self, path: str, reason: str) -> None:
+        log.info("%s: %s", path, reason)
+
+    def progress(self, description: str, total: int) -> Callable[[int], None]:
+        return lambda _n: None
+
+    def done(self) -> None:
+        pass
+
+
+class Server:
+    """The libraries behind the endpoints: one for reading, one (made on the first write) for
+    writing, and the locks that keep each to one thread where it must be."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.reporter = LogReporter()
+        self.reader = Library.open(settings.library, settings.db, reporter=self.reporter)
+        self.reader.read_only = True  # searches never take the write lock
+        self._search_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._writer: Library | None = None
+
+    def close(self) -> None:
+        self.reader.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def searching(self, call: Callable[[Library], T]) -> T:
+        with self._search_lock:
+            return call(self.reader)
+
+    @contextmanager
+    def writing(self, wait: bool = False) -> Iterator[Library]:
+        """The writing library, one write at a time: raises :class:`Forbidden` without
+        ``--allow-writes`` (unless ``wait``: the watcher's own writes), :class:`LibraryLocked`
+        while another write of this server runs."""
+        if not (self.settings.allow_writes or wait):
+            raise Forbidden("this server is read-only; start it with --allow-writes to change")
+        if not self._write_lock.acquire(blocking=wait):
+            raise LibraryLocked("another write of this server is running; try again when it ends")
+        try:
+            if self._writer is None:
+                self._writer = Library.open(
+                    self.settings.library, self.settings.db, reporter=self.reporter
+                )
+            yield self._writer
+        finally:
+            self._write_lock.release()
+
+
+def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
+    """The application for ``settings`` (tests pass their own ``server``)."""
+    server = server or Server(settings)
+    app = FastAPI(
+        title="imgvec",
+        summary="Search a photo library by image: the imgvec HTTP API",
+        version="1",
+    )
+    app.state.server = server
+    hosts = security.allowed_hosts(settings.host, settings.port)
+    upload_limit = settings.max_upload_bytes + MULTIPART_SLACK
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        if hosts is not None and host_of(request.headers.get("host", "")) not in hosts:
+            return problem(400, "unexpected Host header (the server answers on loopback only)")
+        token = security.presented(
+            request.headers.get("authorization"),
+            request.cookies.get(security.COOKIE),
+            request.query_params.get("token"),
+        )
+        if not security.allowed(settings.token, token):
+            return problem(401, "a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN")
+        if request.method in ("POST", "PUT", "PATCH"):
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return problem(411, "a request body needs a Content-Length")
+            if int(length) > upload_limit:
+                return problem(
+                    413, f"request too large ({length} bytes, limit {settings.max_upload_bytes})"
+                )
+        response: Response = await call_next(request)
+        if settings.token and request.query_params.get("token") == token and token:
+            response.set_cookie(
+                security.COOKIE, token, httponly=True, samesite="strict", max_age=7 * 86400
+            )
+        return response
+
+    for error_type, status in _STATUS:
+        app.add_exception_handler(error_type, _handler(status))
+    app.add_exception_handler(NotFound, _handler(404))
+    app.add_exception_handler(Forbidden, _handler(403))
+
+    # --- the page ------------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(_page_file("index.html").decode())
+
+    @app.get("/page/{name}", include_in_schema=False)
+    def page_file(name: str) -> Response:
+        if name not in PAGE_FILES:
+            raise NotFound(f"no page file {name!r}")
+        return Response(_page_file(name), media_type=PAGE_FILES[name])
+
+    # --- reading -------------------------------------------------------------------------------
+
+    @app.get("/api/status", summary="What the library holds (as `imgvec status --json`)")
+    def status() -> Json:
+        return Json({**server.reader.status().to_json(), "writes": settings.allow_writes})
+
+    @app.get("/api/models", summary="Every model, complete or not (as `imgvec model list --json`)")
+    def models() -> Json:
+        return Json([model.to_json() for model in server.reader.models()])
+
+    @app.get("/api/index", summary="The active index version (as `imgvec index status --json`)")
+    def index() -> Json:
+        info = server.reader.index_status()
+        return Json(None if info is None else info.to_json(behind=True))
+
+    @app.get("/api/search", summary="The k images most like a library image (by its id)")
+    def search_by_id(
+        id: Annotated[int, Query(description="A library image id (`imgvec sql`, results)")],
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = DEFAULT_K,
+        where: Annotated[str | None, Query(description="SQL condition on `photos`")] = None,
+        model: str | None = None,
+    ) -> Json:
+        result = server.searching(lambda lib: lib.query_id(id, k, where or None, model or None))
+        return Json(result.to_json())
+
+    @app.post(
+        "/api/search",
+        summary="The k images most like an uploaded image",
+        description="The body is the image itself (any Content-Type), or a multipart form with "
+        "the image in the field `image`. Nothing is written to the library.",
+    )
+    async def search_by_upload(
+        request: Request,
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = DEFAULT_K,
+        where: str | None = None,
+        model: str | None = None,
+    ) -> Json:
+        data, name = await _upload(request)
+        if len(data) > settings.max_upload_bytes:
+            raise ImageTooLarge(
+                f"upload too large ({len(data)} bytes, limit {settings.max_upload_bytes})"
+            )
+        if not data:
+            raise ImageError("empty upload (0 bytes)")
+
+        def run(lib: Library) -> dict[str, Any]:
+            found = lib.query_image(
+                data, name, k, where or None, model or None, settings.max_upload_pixels
+            )
+            return found.to_json()
+
+        return Json(await run_in_threadpool(server.searching, run))
+
+    @app.get("/api/images/{image_id}", summary="An image's row of the `photos` view")
+    def image(image_id: int) -> Json:
+        row = server.reader.image(image_id)
+        if row is None:
+            raise NotFound(f"no image with id {image_id} in the library")
+        return Json(row)
+
+    @app.get("/api/images/{image_id}/thumbnail", summary="A JPEG thumbnail (cached on disk)")
+    def thumbnail(image_id: int, size: int = 256) -> Response:
+        data = server.reader.thumbnail(image_id, size)
+        return Response(
+            data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+        )
+
+    @app.get("/api/images/{image_id}/file", summary="The image file itself")
+    def image_file(image_id: int) -> FileResponse:
+        row = server.reader.image(image_id)
+        if row is None:
+            raise NotFound(f"no image with id {image_id} in the library")
+        path = Path(str(row["path"]))
+        if not path.is_file():
+            raise NotFound(f"image {image_id}'s file is gone: {path}")
+        return FileResponse(path, filename=path.name, content_disposition_type="inline")
+
+    @app.get("/api/dupes", summary="Groups of duplicates (as `imgvec dupes --json`)")
+    def dupes(threshold: float | None = None, keep: str = "best", where: str | None = None) -> Json:
+        report = server.searching(
+            lambda lib: lib.dupes(threshold=threshold, keep=keep, where=where or None)
+        )
+        return Json(report.to_json())
+
+    @app.get("/api/sql", summary="One read-only SQL statement (as `imgvec sql --json`)")
+    def sql(q: Annotated[str, Query(description="The statement")]) -> Json:
+        result = server.reader.sql(q)
+        return Json(result.to_json(), headers={"X-Imgvec-Truncated": str(result.truncated).lower()})
+
+    # --- writing (--allow-writes) --------------------------------------------------------------
+
+    @app.post("/api/add", summary="Add files and folders (as `imgvec add --json`)")
+    def add(
+        paths: Annotated[list[str], Body(embed=True, min_length=1)],
+        prune: Annotated[bool, Body(embed=True)] = False,
+    ) -> Json:
+        with server.writing() as lib:
+            return Json(lib.add(paths, prune=prune).to_json())
+
+    @app.post("/api/remove", summary="Remove files and folders (as `imgvec remove --json`)")
+    def remove(paths: Annotated[list[str], Body(embed=True, min_length=1)]) -> Json:
+        with server.writing() as lib:
+            return Json(lib.remove(paths).to_json())
+
+    @app.post("/api/dupes/move", summary="Move non-keepers aside (as `imgvec dupes --move-to`)")
+    def dupes_move(
+        target: Annotated[str, Body(embed=True)],
+        threshold: Annotated[float | None, Body(embed=True)] = None,
+        keep: Annotated[str, Body(embed=True)] = "best",
+        where: Annotated[str | None, Body(embed=True)] = None,
+    ) -> Json:
+        with server.writing() as lib:
+            report = lib.dupes(threshold=threshold, keep=keep, where=where)
+            return Json(lib.move_dupes(report, target).to_json())
+
+    @app.post("/api/dupes/undo", summary="Put moved duplicates back (as `imgvec dupes undo`)")
+    def dupes_undo(every_run: Annotated[bool, Body(embed=True, alias="all")] = False) -> Json:
+        with server.writing() as lib:
+            return Json(lib.undo_dupes(every_run).to_json())
+
+    return app
+
+
+class Json(JSONResponse):
+    """JSON as the CLI's ``--json`` prints it: values JSON lacks (datetimes) as ``str()`` gives
+    them, so both read alike."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, default=str, ensure_ascii=False).encode()
+
+
+def problem(status: int, message: str) -> Json:
+    """THE error response: ``{"error": "one line"}``."""
+    return Json({"error": message}, status_code=status)
+
+
+def _handler(status: int) -> Callable[[Request, Exception], Response]:
+    def handle(_request: Request, error: Exception) -> Response:
+        return problem(status, str(error))
+
+    return handle
+
+
+def host_of(header: str) -> str:
+    """The host of a ``Host`` header, without the port (``[::1]:8765`` -> ``[::1]``)."""
+    if header.startswith("["):
+        return header[: header.find("]") + 1]
+    return header.split(":", 1)[0]
+
+
+async def _upload(request: Request) -> tuple[bytes, str]:
+    """The uploaded bytes and a name for them: a multipart form's ``image`` field, or the body."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=1)
+        field = form.get("image")
+        if field is None or isinstance(field, str):
+            raise ImageError("the form has no file in the field 'image'")
+        return await field.read(), field.filename or "upload"
+    return await request.body(), request.headers.get("x-filename", "upload")
+
+
+def _page_file(name: str) -> bytes:
+    return resources.files("imgvec.serve").joinpath("page", name).read_bytes()

@@ -1,0 +1,173 @@
+// The imgvec page: plain JavaScript over the HTTP API (/docs lists it). Every text from the
+// library goes in through textContent, never as HTML, so odd file names stay text.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { query: null };  // {kind: "upload", file} or {kind: "id", id, path}
+
+function el(tag, { dataset = {}, ...props } = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  Object.assign(node.dataset, dataset);
+  node.append(...children);
+  return node;
+}
+
+async function api(url, options = {}) {
+  const response = await fetch(url, { credentials: "same-origin", ...options });
+  const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+  return body;
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+function baseName(path) {
+  return path.split("/").pop();
+}
+
+function thumb(id, size = 256) {
+  return el("img", { src: `/api/images/${id}/thumbnail?size=${size}`, loading: "lazy", alt: "" });
+}
+
+function searchParams() {
+  const params = new URLSearchParams({ k: $("k").value || "24" });
+  const where = $("where").value.trim();
+  if (where) params.set("where", where);
+  if (!$("model-field").hidden && $("model").value) params.set("model", $("model").value);
+  return params;
+}
+
+async function search() {
+  if (!state.query) return;
+  showError("");
+  const params = searchParams();
+  const results = $("results");
+  results.setAttribute("aria-busy", "true");
+  try {
+    let found;
+    if (state.query.kind === "upload") {
+      const file = state.query.file;
+      found = await api(`/api/search?${params}`, {
+        method: "POST",
+        body: file,
+        headers: { "Content-Type": file.type || "application/octet-stream", "X-Filename": encodeURIComponent(file.name) },
+      });
+    } else {
+      params.set("id", state.query.id);
+      found = await api(`/api/search?${params}`);
+    }
+    render(found);
+  } catch (error) {
+    results.replaceChildren();
+    showError(error.message);
+  } finally {
+    results.removeAttribute("aria-busy");
+  }
+}
+
+function render(found) {
+  const hits = found.results.map((hit) => {
+    const button = el("button", { type: "button", title: `${hit.path}\nMore like this` },
+      thumb(hit.id),
+      el("span", { className: "meta" },
+        el("span", { className: "score" }, hit.score.toFixed(3)),
+        el("span", { className: "name" }, baseName(hit.path))));
+    button.addEventListener("click", () => {
+      state.query = { kind: "id", id: hit.id, path: hit.path };
+      showQuery(`/api/images/${hit.id}/thumbnail?size=256`, hit.path);
+      search();
+    });
+    return el("li", { className: "hit", dataset: { id: hit.id, path: hit.path } }, button);
+  });
+  $("results").replaceChildren(...hits);
+  const filter = found.filter ? ` · ${found.filter.matches} images match the filter` : "";
+  $("query-caption").textContent = `${baseName(found.query)} · ${hits.length} results${filter}`;
+  if (!hits.length) showError("No results" + (found.filter ? " match the filter" : ""));
+}
+
+function showQuery(src, path) {
+  $("query").hidden = false;
+  $("query-image").src = src;
+  $("query-caption").textContent = baseName(path);
+}
+
+function pick(file) {
+  if (!file) return;
+  state.query = { kind: "upload", file };
+  showQuery(URL.createObjectURL(file), file.name);
+  search();
+}
+
+async function loadStatus() {
+  try {
+    const status = await api("/api/status");
+    const active = status.models.find((m) => m.active);
+    const complete = status.models.filter((m) => m.complete && m.indexed);
+    const index = status.index
+      ? `index v${status.index.version} (${status.index.kind}${status.index.stale ? ", catching up" : ""})`
+      : "no index yet";
+    $("status").textContent = [
+      `${status.images.toLocaleString()} images`,
+      active ? `model ${active.model.name}` : "no model yet",
+      index,
+      status.writes ? "writes allowed" : "read-only",
+    ].join(" · ");
+    const select = $("model");
+    select.replaceChildren(...complete.map((m) => el("option", { value: m.model.name, selected: m.active }, m.model.name)));
+    $("model-field").hidden = complete.length < 2;
+  } catch (error) {
+    $("status").textContent = `Cannot reach the library: ${error.message}`;
+  }
+}
+
+async function findDupes() {
+  const button = $("find-dupes");
+  button.disabled = true;
+  $("dupes-summary").textContent = "Looking for duplicates…";
+  try {
+    const report = await api("/api/dupes");
+    const groups = report.groups.map((group, n) => el("li", { className: "group" },
+      el("p", {}, `Group ${n + 1}: ${group.members.length} images`),
+      el("ol", {}, ...group.members.map((m) => el("li", { className: m.keep ? "member keeper" : "member" },
+        thumb(m.id, 128),
+        el("span", { className: "meta" },
+          el("span", { className: "tag" }, m.keep ? "keep" : `${m.signal} · ${m.similarity.toFixed(3)}`),
+          el("span", { className: "name", title: m.path }, baseName(m.path))))))));
+    $("groups").replaceChildren(...groups);
+    $("dupes-summary").textContent = `${report.groups.length} groups among ${report.checked} images (cut ${report.threshold}).`;
+  } catch (error) {
+    $("dupes-summary").textContent = `Cannot list duplicates: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function showTab(name) {
+  for (const tab of ["search", "dupes"]) {
+    $(`${tab}-view`).hidden = tab !== name;
+    $(`tab-${tab}`).setAttribute("aria-pressed", String(tab === name));
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const drop = $("drop");
+  $("file").addEventListener("change", (event) => pick(event.target.files[0]));
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    pick(event.dataTransfer.files[0]);
+  });
+  $("controls").addEventListener("submit", (event) => { event.preventDefault(); search(); });
+  for (const id of ["where", "k", "model"]) $(id).addEventListener("change", search);
+  $("tab-search").addEventListener("click", () => showTab("search"));
+  $("tab-dupes").addEventListener("click", () => showTab("dupes"));
+  $("find-dupes").addEventListener("click", findDupes);
+  if (new URLSearchParams(location.search).has("token")) history.replaceState(null, "", "/");
+  loadStatus();
+  setInterval(loadStatus, 15000);
+});
