@@ -384,14 +384,36 @@ class Library:
         max_pixels: int = MAX_PIXELS,
     ) -> QueryResult:
         """Like :meth:`query` for an image given as bytes (an upload): the k most similar library
-        images. ``name`` only labels the result; nothing is written. Raises :class:`NotAnImage`,
-        :class:`ImageTooLarge` (over ``max_pixels``, checked from the header before decoding)
-        or :class:`ImageError` when the bytes are not a usable image (the reason in one line)."""
-        row = self._query_model(k, model)
+        images. ``name`` only labels the result; nothing is written. Raises as
+        :meth:`embed_image` does."""
+        self._query_model(k, model)
+        return self.query_vector(self.embed_image(data, model, max_pixels), name, k, where, model)
+
+    def embed_image(
+        self, data: bytes, model: str | None = None, max_pixels: int = MAX_PIXELS
+    ) -> np.ndarray:
+        """The vector ((dim,) float32, L2-normalised) of an image given as bytes, by a model of
+        the library (the active one by default), loaded on first use. Raises
+        :class:`NotAnImage`, :class:`ImageTooLarge` (over ``max_pixels``, read from the header
+        before decoding) or :class:`ImageError` (the reason in one line)."""
+        row = self.searchable_model(model) if model else self.active_model_row()
         probe(data, max_pixels)
-        prepare = self.parts.models.preparer(row)
-        _picture, tensor = prepare(data)
-        vector = self.parts.models.embed(row, tensor.unsqueeze(0))[0]
+        _picture, tensor = self.parts.models.preparer(row)(data)
+        return self.parts.models.embed(row, tensor.unsqueeze(0))[0]
+
+    def query_vector(
+        self,
+        vector: np.ndarray,
+        name: str = "vector",
+        k: int = DEFAULT_K,
+        where: str | None = None,
+        model: str | None = None,
+    ) -> QueryResult:
+        """The k library images most similar to a vector ((dim,) float32, L2-normalised, of
+        ``model``, the active one by default); ``name`` labels the result."""
+        row = self._query_model(k, model)
+        if vector.shape != (row.dim,):
+            raise ImgvecError(f"a {row.name} vector has {row.dim} dimensions, not {vector.shape}")
         return self._search_one(QueryResult(name), row, vector, k, where)
 
     def query_id(

@@ -6,8 +6,9 @@ searches the active index version as it is, with removals applied), so they go o
 process, or this server with ``--allow-writes``, adds or switches models; new index versions and
 model switches are picked up on the next request, from the database. Writes (``--allow-writes``
 or ``--watch``) run one at a time on a second library object, under the same one-writer lock as
-the CLI. Calls that load a model or an index run one at a time (the model and the index cache
-are not shared across threads); metadata, SQL and thumbnails run in parallel.
+the CLI. Searches run one at a time (milliseconds: the index cache is not shared across threads),
+and so do embeddings of uploads, apart from the searches, so that loading the model (seconds, on
+the first upload) holds up no search by id; metadata, SQL and thumbnails run in parallel.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote
 
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -37,6 +39,7 @@ from imgvec.errors import (
     WeightsUnavailable,
 )
 from imgvec.serve import security
+from imgvec.types import QueryResult
 
 log = logging.getLogger("imgvec.serve")
 T = TypeVar("T")
@@ -120,6 +123,7 @@ class Server:
         self.reader = Library.open(settings.library, settings.db, reporter=self.reporter)
         self.reader.read_only = True  # searches never take the write lock
         self._search_lock = threading.Lock()
+        self._embed_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._writer: Library | None = None
 
@@ -129,8 +133,25 @@ class Server:
             self._writer.close()
 
     def searching(self, call: Callable[[Library], T]) -> T:
+        """``call(reader)`` alone among searches: the index cache is not shared across threads
+        (a search takes milliseconds)."""
         with self._search_lock:
             return call(self.reader)
+
+    def search_upload(
+        self, data: bytes, name: str, k: int, where: str | None, model: str | None
+    ) -> QueryResult:
+        """Embed (one upload at a time: loading the model, the first time, takes seconds), then
+        search; searches by id go on meanwhile. The model is fixed first, so a switch in
+        between cannot mix two models' vectors."""
+        with self._embed_lock:
+            if model is None:
+                active = self.reader.model()
+                if active is None:
+                    raise ImgvecError("the library has no model yet: add images first")
+                model = active.name
+            vector = self.reader.embed_image(data, model, self.settings.max_upload_pixels)
+        return self.searching(lambda lib: lib.query_vector(vector, name, k, where, model))
 
     @contextmanager
     def writing(self, wait: bool = False) -> Iterator[Library]:
@@ -251,13 +272,10 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         if not data:
             raise ImageError("empty upload (0 bytes)")
 
-        def run(lib: Library) -> dict[str, Any]:
-            found = lib.query_image(
-                data, name, k, where or None, model or None, settings.max_upload_pixels
-            )
-            return found.to_json()
-
-        return Json(await run_in_threadpool(server.searching, run))
+        found = await run_in_threadpool(
+            server.search_upload, data, name, k, where or None, model or None
+        )
+        return Json(found.to_json())
 
     @app.get("/api/images/{image_id}", summary="An image's row of the `photos` view")
     def image(image_id: int) -> Json:
@@ -364,7 +382,8 @@ async def _upload(request: Request) -> tuple[bytes, str]:
         if field is None or isinstance(field, str):
             raise ImageError("the form has no file in the field 'image'")
         return await field.read(), field.filename or "upload"
-    return await request.body(), request.headers.get("x-filename", "upload")
+    # X-Filename: the page sends the dropped file's name, percent-encoded (headers are ASCII).
+    return await request.body(), unquote(request.headers.get("x-filename", "upload"))
 
 
 def _page_file(name: str) -> bytes:
