@@ -403,3 +403,15 @@ def test_serve_without_the_extra_says_how_to_install_it(imgvec, monkeypatch) -> 
     result = imgvec("serve")
     assert result.exit_code == 2
     assert "pip install 'imgvec[serve]'" in result.stderr
+
+
+def test_the_listening_socket_says_tcp_so_answers_are_not_held_by_nagle() -> None:
+    import socket
+
+    from imgvec.serve.run import _listen
+
+    listening = _listen("127.0.0.1", 0)
+    try:
+        assert listening.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY only then
+    finally:
+        listening.close()

@@ -31,14 +31,12 @@ def serve(settings: Settings, say: Callable[[str], None]) -> None:
         )
     # Bound here, before anything is printed: the address printed is listening (port 0 takes a
     # free port), and a taken port is an error before any output.
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     try:
-        listening = socket.create_server((settings.host.strip("[]"), settings.port), family=family)
+        listening = _listen(settings.host.strip("[]"), settings.port)
     except OSError as error:
         server.close()
-        raise OSError(
-            f"cannot listen on {settings.host}:{settings.port}: {error.strerror}"
-        ) from None
+        where = f"{settings.host}:{settings.port}"
+        raise OSError(f"cannot listen on {where}: {error.strerror or error}") from None
     port = listening.getsockname()[1]
     host = f"[{settings.host.strip('[]')}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{port}/"
@@ -58,6 +56,23 @@ def serve(settings: Settings, say: Callable[[str], None]) -> None:
         if watcher is not None:
             watcher.stop()
         server.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket. Made with ``IPPROTO_TCP`` named: asyncio turns Nagle's algorithm
+    off (TCP_NODELAY) only on sockets whose ``proto`` says TCP, and :func:`socket.create_server`
+    leaves it 0; with Nagle on, each answer on a kept-alive connection waited about 40 ms for the
+    client's delayed ACK (measured: 44 ms against 1.3 ms)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(socket.SOMAXCONN)
+    except OSError:
+        listening.close()
+        raise
+    return listening
 
 
 def _add(server: Server, folders: list[str]) -> bool:
