@@ -94,10 +94,10 @@ def statuses(parts: Parts) -> list[ModelStatus]:
     """Every model the library knows, with how complete its vectors and index are."""
     with parts.sessions() as session:
         active = store.active_model(session)
-        images, _ = store.count_images(session)
+        images, counts = store.vector_counts(session)
         result = []
         for row in store.models(session):
-            vectors = store.count_vectors(session, row.id)
+            vectors = counts.get(row.id, 0)
             version = store.active_version(session, row.id)
             result.append(
                 ModelStatus(

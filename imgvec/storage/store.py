@@ -397,6 +397,19 @@ def vector_ids(session: Session, model_id: int) -> list[int]:
     return list(session.scalars(select(Embedding.image_id).where(Embedding.model_id == model_id)))
 
 
+def vector_counts(session: Session) -> tuple[int, dict[int, int]]:
+    """(readable images, stored vectors by model id), read by ONE statement: each statement sees
+    one snapshot, so the counts agree while a writer commits images with their vectors (two
+    statements could count a batch's vectors but not its images)."""
+    images = select(func.count()).select_from(Image).where(Image.error.is_(None)).scalar_subquery()
+    rows = session.execute(
+        select(images, Embedding.model_id, func.count()).group_by(Embedding.model_id)
+    ).all()
+    if not rows:
+        return count_images(session)[0], {}
+    return int(rows[0][0]), {int(model_id): int(n) for _, model_id, n in rows}
+
+
 def count_vectors(session: Session, model_id: int) -> int:
     return session.scalar(select(func.count()).where(Embedding.model_id == model_id)) or 0
 

@@ -29,7 +29,10 @@ function baseName(path) {
 }
 
 function thumb(id, size = 256) {
-  return el("img", { src: `/api/images/${id}/thumbnail?size=${size}`, loading: "lazy", alt: "" });
+  const img = el("img", { src: `/api/images/${id}/thumbnail?size=${size}`, loading: "lazy", alt: "" });
+  // A file gone or changed since it was added: a plain box saying so, not a broken image.
+  img.addEventListener("error", () => { img.alt = "no preview"; img.classList.add("missing"); });
+  return img;
 }
 
 function searchParams() {
