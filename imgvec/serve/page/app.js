@@ -31,7 +31,7 @@ function baseName(path) {
 function thumb(id, size = 256) {
   const img = el("img", { src: `/api/images/${id}/thumbnail?size=${size}`, loading: "lazy", alt: "" });
   // A file gone or changed since it was added: a plain box saying so, not a broken image.
-  img.addEventListener("error", () => { img.alt = "no preview"; img.classList.add("missing"); });
+  img.addEventListener("error", () => img.replaceWith(el("span", { className: "missing" }, "no preview")));
   return img;
 }
 
@@ -93,6 +93,7 @@ function render(found) {
 
 function showQuery(src, path) {
   $("query").hidden = false;
+  $("query-image").hidden = false;
   $("query-image").src = src;
   $("query-caption").textContent = baseName(path);
 }
@@ -157,6 +158,7 @@ function showTab(name) {
 
 document.addEventListener("DOMContentLoaded", () => {
   const drop = $("drop");
+  $("query-image").addEventListener("error", () => { $("query-image").hidden = true; });
   $("file").addEventListener("change", (event) => pick(event.target.files[0]));
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
