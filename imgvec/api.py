@@ -27,6 +27,7 @@ from imgvec.embed.loader import Models
 from imgvec.embed.registry import available
 from imgvec.embed.spec import PRECISIONS
 from imgvec.errors import (
+    ImageNotFound,
     ImgvecError,
     StorageError,
     cannot_write,
@@ -427,7 +428,7 @@ class Library:
             image = store.image(session, image_id)
             data = None if image is None else store.stored_vector(session, image_id, row.id)
         if image is None or data is None:
-            raise ImgvecError(f"no image with id {image_id} and a {row.name} vector")
+            raise ImageNotFound(f"no image with id {image_id} and a {row.name} vector")
         result = QueryResult(image.path, vector_source="stored")
         return self._search_one(result, row, store.bytes_to_vector(data), k, where)
 
@@ -560,6 +561,13 @@ class Library:
         return vector_lookup(self._sessions, model)
 
     # --- metadata ---------------------------------------------------------------------------------
+
+    def limit_sql(self, seconds: float | None) -> None:
+        """Stop users' SQL (:meth:`sql`, and ``where`` conditions) that runs longer than
+        ``seconds`` (None: no limit, the default) with an :class:`ImgvecError`."""
+        from imgvec.storage import user_sql
+
+        self.engine = self.engine.execution_options(**{user_sql.TIMEOUT_OPTION: seconds})
 
     def sql(self, statement: str) -> SqlResult:
         """Run one read-only SQL statement on the library database (writes are refused)."""

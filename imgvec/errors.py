@@ -31,6 +31,10 @@ class ImageTooLarge(ImageError):
     """Too many bytes or pixels (a possible decompression bomb)."""
 
 
+class ImageNotFound(ImgvecError):
+    """No readable library image has that id (or no vector of the model asked for)."""
+
+
 class StorageError(ImgvecError):
     """The library's storage refused a write: disk full, read-only, I/O error. Nothing
     committed is lost; the command stops."""

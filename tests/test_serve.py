@@ -166,14 +166,36 @@ def test_bad_input_gets_a_clear_4xx_with_the_reason(client: Client, photos: Path
     assert no_file.status_code == 422 and "image" in error_of(no_file)
 
     assert api.get("/api/search", params={"id": 1, "where": "nonsense ((("}).status_code == 400
-    assert api.get("/api/search", params={"id": 1, "k": 0}).status_code == 422
-    assert api.get("/api/search", params={"id": 999}).status_code == 400
+    blank = api.get("/api/search", params={"id": 1, "where": "   "})  # no condition
+    assert blank.status_code == 200 and blank.json()["filter"] is None
+    k0 = api.get("/api/search", params={"id": 1, "k": 0})
+    assert k0.status_code == 422 and error_of(k0).startswith("k: ")
+    assert "id: " in error_of(api.get("/api/search"))  # a missing parameter, named
     writing_sql = api.get("/api/sql", params={"q": "DELETE FROM images"})
     assert writing_sql.status_code == 400 and "SQL" in error_of(writing_sql)
-    for url in ("/api/images/999", "/api/images/999/file"):
+    for url in (
+        "/api/search?id=999",
+        "/api/images/999",
+        "/api/images/999/file",
+        "/api/images/999/thumbnail",
+    ):
         assert api.get(url).status_code == 404, url
-    assert api.get("/api/images/999/thumbnail").status_code == 400
+    for url in (  # larger than any SQL integer: refused before it reaches the database
+        "/api/search?id=9223372036854775808",
+        "/api/images/99999999999999999999/thumbnail",
+        "/api/images/-1",
+    ):
+        assert api.get(url).status_code == 422, url
+        error_of(api.get(url))
     assert api.get("/api/images/1/thumbnail", params={"size": 77}).status_code == 400
+    unknown = api.get("/api/nothing-here")
+    assert unknown.status_code == 404 and error_of(unknown) == "Not Found"
+    raw_name = api.post(
+        "/api/search",
+        content=(photos / "p0.jpg").read_bytes(),
+        headers={"X-Filename": "café.jpg".encode()},  # raw UTF-8, as curl -H sends it
+    )
+    assert raw_name.json()["query"] == "café.jpg"
 
     (photos / "p3.jpg").unlink()  # a file gone since it was added
     gone_id = api.get("/api/sql", params={"q": "SELECT id FROM photos WHERE path LIKE '%p3.jpg'"})
@@ -213,6 +235,13 @@ def test_a_loopback_server_answers_only_to_loopback_host_names(client: Client) -
     assert api.get("/api/status", headers={"Host": "localhost"}).status_code == 200
     rebound = api.get("/api/status", headers={"Host": "attacker.example:8765"})
     assert rebound.status_code == 400 and "Host" in error_of(rebound)
+    # Another site's page asking through the user's browser (an <img src>, a form post).
+    crossed = api.get(
+        "/api/sql", params={"q": "SELECT 1"}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert crossed.status_code == 403 and "cross-site" in error_of(crossed)
+    own = api.get("/api/status", headers={"Sec-Fetch-Site": "same-origin"})
+    assert own.status_code == 200
 
 
 def test_another_address_demands_the_token_on_every_request(client: Client) -> None:
@@ -241,7 +270,8 @@ def test_the_security_rules() -> None:
     assert security.needed_token("0.0.0.0", "mine") == ("mine", False)
     assert security.needed_token("0.0.0.0", None)[0] != security.needed_token("0.0.0.0", None)[0]
     assert security.presented("Bearer abc", "c", "q") == "abc"
-    assert security.presented(None, "c", "q") == "c"
+    assert security.presented(None, "c", "q") == "q"  # the printed link beats an old cookie
+    assert security.presented(None, "c", None) == "c"
     assert security.presented("Basic xyz", None, "q") == "q"
     assert security.allowed(None, None) and security.allowed("t", "t")
     assert not security.allowed("t", None) and not security.allowed("t", "tt")
@@ -271,6 +301,8 @@ def test_writes_need_allow_writes_and_take_the_library_lock(
     hits = read_only.post("/api/search?k=9", content=(more / "m1.jpg").read_bytes()).json()
     assert str(more / "m1.jpg") not in {h["path"] for h in hits["results"]}
     assert api.post("/api/add", json={"paths": []}).status_code == 422
+    relative = api.post("/api/add", json={"paths": ["photos"]})
+    assert relative.status_code == 400 and "absolute" in error_of(relative)
 
 
 def test_duplicates_move_aside_and_back_over_http(
@@ -285,6 +317,8 @@ def test_duplicates_move_aside_and_back_over_http(
         "p0.jpg",
         "copy-of-p0.jpg",
     }
+    inside = api.post("/api/dupes/move", json={"target": str(added / "dupes")})
+    assert inside.status_code == 400 and "library's own folder" in error_of(inside)
     aside = added.parent / "aside"
     moved = api.post("/api/dupes/move", json={"target": str(aside)}).json()
     assert len(moved["moved"]) == 1
@@ -355,6 +389,10 @@ def test_folders_to_add(tmp_path: Path) -> None:
         str(root / "a"),
         str(root / "c"),
     ]
+    gone = tmp_path / "gone-root"  # a watched folder deleted: nothing, least of all its parent
+    assert (
+        folders_to_add([str(gone), str(gone / "x.jpg"), str(gone / "sub" / "y.jpg")], [gone]) == []
+    )
 
 
 def test_the_real_command_serves_until_interrupted(added: Path) -> None:
@@ -370,9 +408,19 @@ def test_the_real_command_serves_until_interrupted(added: Path) -> None:
             assert json.load(response)["images"] == 6
         with urllib.request.urlopen(url, timeout=30) as response:
             assert b"<title>imgvec</title>" in response.read()
+        with urllib.request.urlopen(url + "api/search?id=1&k=2", timeout=60) as response:
+            assert len(json.load(response)["results"]) == 2  # FAISS loaded: its loader is quiet
+        with urllib.request.urlopen(url + "docs", timeout=30) as response:
+            docs = response.read().decode()
+        assert "cdn" not in docs.lower()  # Swagger UI from the package: works offline
+        script = docs.split('src="')[1].split('"')[0]
+        with urllib.request.urlopen(url.rstrip("/") + script, timeout=30) as response:
+            assert b"SwaggerUIBundle" in response.read()
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, exit code 130 as everywhere
         assert process.wait(timeout=30) == 130
+    rest = process.stderr.read()
+    assert rest == "", rest  # nothing but imgvec's own lines
 
 
 def test_the_real_command_prints_a_token_off_loopback(added: Path) -> None:
@@ -395,6 +443,22 @@ def test_the_real_command_prints_a_token_off_loopback(added: Path) -> None:
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, exit code 130 as everywhere
         assert process.wait(timeout=30) == 130
+
+
+def test_serve_needs_a_library_unless_it_watches_a_folder(imgvec, tmp_path: Path) -> None:
+    result = imgvec("serve", "--library", tmp_path / "nothing-here")
+    assert result.exit_code == 2 and "no library at" in result.stderr
+    assert not (tmp_path / "nothing-here" / "imgvec.db").exists()
+
+
+def test_duplicates_are_listed_apart_from_searches(client: Client) -> None:
+    api = client()
+    server = api.app.state.server
+    with server._review_lock:  # as if a long listing of duplicates were running
+        assert api.get("/api/search", params={"id": 1}).status_code == 200
+        busy = api.get("/api/dupes")
+        assert busy.status_code == 409 and "already" in error_of(busy)
+    assert api.get("/api/dupes").status_code == 200
 
 
 def test_serve_without_the_extra_says_how_to_install_it(imgvec, monkeypatch) -> None:

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from imgvec.api import Library
+from imgvec.errors import ImgvecError
 from imgvec.index import rules
 from tests.conftest import FAKE_ARGS, make_image
 
@@ -114,6 +115,7 @@ def test_writing_statements_are_refused_by_the_database(
     result = imgvec("sql", statement)
     assert result.exit_code == 2
     refusals = (
+        "only reading statements run here",
         "readonly database",
         "read-only transaction",
         "one statement at a time",
@@ -123,6 +125,42 @@ def test_writing_statements_are_refused_by_the_database(
     assert imgvec("sql", "SELECT count(*) AS n FROM images", "--json").json() == [{"n": 12}]
     # ...and the library still writes normally afterwards (the pooled connection was reset).
     assert imgvec("remove", camera_library / "other" / "c01.jpg").exit_code == 0
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "ATTACH DATABASE '{out}' AS x",
+        "VACUUM INTO '{out}'",
+        "PRAGMA query_only = OFF",
+        "PRAGMA journal_mode = DELETE",
+    ],
+)
+def test_no_statement_makes_a_file_or_sets_a_pragma(
+    imgvec, camera_library: Path, tmp_path: Path, statement: str
+) -> None:
+    out = tmp_path / "elsewhere.db"
+    result = imgvec("sql", statement.format(out=out))
+    assert result.exit_code == 2 and "only reading statements run here" in result.stderr
+    assert not out.exists()
+    listed = imgvec("sql", "PRAGMA database_list", "--json").json()  # reading pragmas still work
+    assert [row["name"] for row in listed] == ["main"]
+    assert imgvec("sql", "PRAGMA table_info(photos)", "--json").json()[0]["name"] == "id"
+
+
+@pytest.mark.databases
+def test_a_time_limit_stops_a_runaway_statement(camera_library: Path) -> None:
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    )
+    with Library.open(create=False) as lib:
+        lib.limit_sql(0.3)
+        with pytest.raises(ImgvecError, match=r"ran longer than 0.3 s and was stopped"):
+            lib.sql(endless)
+        assert lib.sql("SELECT count(*) FROM photos").rows == [(12,)]  # the connection is fine
+        with pytest.raises(ImgvecError, match=r"ran longer than 0.3 s"):
+            lib.query([camera_library / "other" / "c01.jpg"], where=f"id = ({endless})")
 
 
 def test_bad_sql_is_a_one_line_error(imgvec, camera_library: Path) -> None:

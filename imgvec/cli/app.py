@@ -450,6 +450,10 @@ def serve(
     max_upload_mb: Annotated[
         float, typer.Option(help="Largest image a search may upload, in MiB.", min=0.001)
     ] = 32.0,
+    sql_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds an SQL statement or --where condition may run.", min=0.1),
+    ] = 10.0,
 ) -> None:
     """Serve the library over HTTP: a web page to search and review it, and a JSON API.
 
@@ -476,6 +480,7 @@ def serve(
         token=token,
         allow_writes=allow_writes,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        sql_timeout_s=sql_timeout,
         watch=[str(folder) for folder in watch or []],
     )
     try:

@@ -90,8 +90,10 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[str, int, int]:
             fmt, (width, height) = image.format or "unknown", image.size
     except UnidentifiedImageError as error:
         raise NotAnImage(NOT_AN_IMAGE) from error
-    except Image.DecompressionBombError as error:
-        raise ImageTooLarge(f"image too large (possible decompression bomb): {error}") from error
+    except Image.DecompressionBombError as error:  # Pillow's own, far over max_pixels
+        raise ImageTooLarge(
+            f"image too large (over {max_pixels} pixels; possible decompression bomb)"
+        ) from error
     except Exception as error:
         raise ImageError(f"corrupt image header: {one_line(error)}") from error
     _check_pixels(width, height, max_pixels)

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from imgvec.atomic import fsync_dir
+from imgvec.errors import ImgvecError
 from imgvec.ops.parts import Parts
 from imgvec.storage import store
 from imgvec.storage.schema import DupeMove
@@ -31,6 +32,9 @@ def move_aside(parts: Parts, report: DupesReport, target: str) -> MoveReport:
     relative to the deepest folder that holds them all. A file that vanished, changed since it
     was indexed, or whose new name is taken, stays, with a one-line reason. The caller holds the
     write lock."""
+    root = os.path.realpath(parts.root)
+    if os.path.commonpath([root, os.path.realpath(target)]) == root:
+        raise ImgvecError(f"cannot move duplicates into the library's own folder ({parts.root})")
     doomed = [(m, g.keeper) for g in report.groups for m in g.members if not m.keep]
     result = MoveReport()
     if not doomed:

@@ -15,7 +15,7 @@ from pathlib import Path
 from imgvec import scan
 from imgvec.atomic import atomic_write
 from imgvec.decode.images import decode, read_file
-from imgvec.errors import ImageError, ImgvecError
+from imgvec.errors import ImageError, ImageNotFound, ImgvecError
 from imgvec.ops.parts import Parts
 from imgvec.storage import store
 
@@ -28,7 +28,8 @@ CACHE_DIR = "thumbnails"
 def thumbnail(parts: Parts, image_id: int, size: int) -> bytes:
     """The JPEG thumbnail (longest side ``size`` px, upright) of a library image.
 
-    Raises :class:`ImgvecError` for a size not in :data:`SIZES` or an unknown id, and
+    Raises :class:`ImgvecError` for a size not in :data:`SIZES`, :class:`ImageNotFound` for an
+    unknown id, and
     :class:`ImageError` when the file is gone, changed since it was added, or cannot be decoded.
     """
     if size not in SIZES:
@@ -36,7 +37,7 @@ def thumbnail(parts: Parts, image_id: int, size: int) -> bytes:
     with parts.sessions() as session:
         row = store.image(session, image_id)
         if row is None or row.error is not None or row.content_hash is None:
-            raise ImgvecError(f"no image with id {image_id} in the library")
+            raise ImageNotFound(f"no image with id {image_id} in the library")
         path, content_hash = row.path, row.content_hash
     cached = cache_path(parts.root, content_hash, size)
     try:

@@ -13,8 +13,10 @@ the first upload) holds up no search by id; metadata, SQL and thumbnails run in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,12 +27,17 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
 
 from fastapi import Body, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from imgvec.api import DEFAULT_K, Library
 from imgvec.errors import (
     ImageError,
+    ImageNotFound,
     ImageTooLarge,
     ImgvecError,
     LibraryLocked,
@@ -49,11 +56,17 @@ MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 64_000_000
 """Default pixel limit of an upload (64 MP: a 9,000 x 7,000 photo), checked from the header."""
 MAX_K = 1000
+MAX_ID = 2**63 - 1
+"""Ids are SQL BIGINTs: a larger number can name no image."""
+SQL_TIMEOUT_S = 10.0
+"""Default time limit of users' SQL (``/api/sql``, ``where``): a runaway statement would
+otherwise hold a thread, and Ctrl-C, for ever."""
 MULTIPART_SLACK = 64 * 1024
 """Bytes a multipart form may add around the image (boundaries, headers)."""
 PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 """The page's files, by the name in the URL: a fixed table, so no URL names a path."""
 _STATUS = [
+    (ImageNotFound, 404),
     (NotAnImage, 415),
     (ImageTooLarge, 413),
     (ImageError, 422),
@@ -78,6 +91,7 @@ class Settings:
     allow_writes: bool = False
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_upload_pixels: int = MAX_UPLOAD_PIXELS
+    sql_timeout_s: float = SQL_TIMEOUT_S
     watch: list[str] = field(default_factory=list)
 
 
@@ -120,17 +134,39 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.reporter = LogReporter()
-        self.reader = Library.open(settings.library, settings.db, reporter=self.reporter)
-        self.reader.read_only = True  # searches never take the write lock
+        # A library is made only to be filled: with --watch. Raises ImgvecError when there is none.
+        self.reader = self._open(create=bool(settings.watch))
         self._search_lock = threading.Lock()
         self._embed_lock = threading.Lock()
+        self._review_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._reviewer: Library | None = None
         self._writer: Library | None = None
 
+    def _open(self, create: bool = False, read_only: bool = True) -> Library:
+        lib = Library.open(
+            self.settings.library, self.settings.db, reporter=self.reporter, create=create
+        )
+        lib.read_only = read_only  # reading sides never take the write lock
+        lib.limit_sql(self.settings.sql_timeout_s)
+        return lib
+
     def close(self) -> None:
-        self.reader.close()
-        if self._writer is not None:
-            self._writer.close()
+        for lib in (self.reader, self._reviewer, self._writer):
+            if lib is not None:
+                lib.close()
+
+    def reviewing(self, call: Callable[[Library], T]) -> T:
+        """``call`` on a reading library of its own (duplicate groups can take minutes: they
+        must not hold up searches), one at a time; :class:`LibraryLocked` while one runs."""
+        if not self._review_lock.acquire(blocking=False):
+            raise LibraryLocked("duplicates are being listed already; try again when that ends")
+        try:
+            if self._reviewer is None:
+                self._reviewer = self._open()
+            return call(self._reviewer)
+        finally:
+            self._review_lock.release()
 
     def searching(self, call: Callable[[Library], T]) -> T:
         """``call(reader)`` alone among searches: the index cache is not shared across threads
@@ -164,9 +200,7 @@ class Server:
             raise LibraryLocked("another write of this server is running; try again when it ends")
         try:
             if self._writer is None:
-                self._writer = Library.open(
-                    self.settings.library, self.settings.db, reporter=self.reporter
-                )
+                self._writer = self._open(create=True, read_only=False)
             yield self._writer
         finally:
             self._write_lock.release()
@@ -175,10 +209,14 @@ class Server:
 def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
     """The application for ``settings`` (tests pass their own ``server``)."""
     server = server or Server(settings)
-    app = FastAPI(
+    # FastAPIOffline: /docs with Swagger UI's files served from the package, not a CDN (the
+    # machine may be offline; the page must not fetch from elsewhere).
+    app = FastAPIOffline(
         title="imgvec",
         summary="Search a photo library by image: the imgvec HTTP API",
         version="1",
+        redoc_url=None,
+        favicon_url="data:,",
     )
     app.state.server = server
     hosts = security.allowed_hosts(settings.host, settings.port)
@@ -188,6 +226,9 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
     async def guard(request: Request, call_next: Callable[[Request], Any]) -> Response:
         if hosts is not None and host_of(request.headers.get("host", "")) not in hosts:
             return problem(400, "unexpected Host header (the server answers on loopback only)")
+        if request.headers.get("sec-fetch-site") == "cross-site":
+            # A browser on another site's page (an <img>, a form): never ours to answer.
+            return problem(403, "cross-site requests are refused")
         token = security.presented(
             request.headers.get("authorization"),
             request.cookies.get(security.COOKIE),
@@ -203,7 +244,10 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
                 return problem(
                     413, f"request too large ({length} bytes, limit {settings.max_upload_bytes})"
                 )
-        response: Response = await call_next(request)
+        try:
+            response: Response = await call_next(request)
+        except Exception as error:  # what no handler took: a fault of imgvec's own
+            return _unexpected(request, error)
         if settings.token and request.query_params.get("token") == token and token:
             response.set_cookie(
                 security.COOKIE, token, httponly=True, samesite="strict", max_age=7 * 86400
@@ -214,6 +258,8 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         app.add_exception_handler(error_type, _handler(status))
     app.add_exception_handler(NotFound, _handler(404))
     app.add_exception_handler(Forbidden, _handler(403))
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(HTTPException, _http_error)
 
     # --- the page ------------------------------------------------------------------------------
 
@@ -244,12 +290,14 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
 
     @app.get("/api/search", summary="The k images most like a library image (by its id)")
     def search_by_id(
-        id: Annotated[int, Query(description="A library image id (`imgvec sql`, results)")],
+        id: Annotated[
+            int, Query(ge=1, le=MAX_ID, description="A library image id (`imgvec sql`, results)")
+        ],
         k: Annotated[int, Query(ge=1, le=MAX_K)] = DEFAULT_K,
         where: Annotated[str | None, Query(description="SQL condition on `photos`")] = None,
         model: str | None = None,
     ) -> Json:
-        result = server.searching(lambda lib: lib.query_id(id, k, where or None, model or None))
+        result = server.searching(lambda lib: lib.query_id(id, k, _blank(where), model or None))
         return Json(result.to_json())
 
     @app.post(
@@ -273,26 +321,26 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
             raise ImageError("empty upload (0 bytes)")
 
         found = await run_in_threadpool(
-            server.search_upload, data, name, k, where or None, model or None
+            server.search_upload, data, name, k, _blank(where), model or None
         )
         return Json(found.to_json())
 
     @app.get("/api/images/{image_id}", summary="An image's row of the `photos` view")
-    def image(image_id: int) -> Json:
+    def image(image_id: ImageId) -> Json:
         row = server.reader.image(image_id)
         if row is None:
             raise NotFound(f"no image with id {image_id} in the library")
         return Json(row)
 
     @app.get("/api/images/{image_id}/thumbnail", summary="A JPEG thumbnail (cached on disk)")
-    def thumbnail(image_id: int, size: int = 256) -> Response:
+    def thumbnail(image_id: ImageId, size: int = 256) -> Response:
         data = server.reader.thumbnail(image_id, size)
         return Response(
             data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
         )
 
     @app.get("/api/images/{image_id}/file", summary="The image file itself")
-    def image_file(image_id: int) -> FileResponse:
+    def image_file(image_id: ImageId) -> FileResponse:
         row = server.reader.image(image_id)
         if row is None:
             raise NotFound(f"no image with id {image_id} in the library")
@@ -303,8 +351,8 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
 
     @app.get("/api/dupes", summary="Groups of duplicates (as `imgvec dupes --json`)")
     def dupes(threshold: float | None = None, keep: str = "best", where: str | None = None) -> Json:
-        report = server.searching(
-            lambda lib: lib.dupes(threshold=threshold, keep=keep, where=where or None)
+        report = server.reviewing(
+            lambda lib: lib.dupes(threshold=threshold, keep=keep, where=_blank(where))
         )
         return Json(report.to_json())
 
@@ -321,12 +369,12 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         prune: Annotated[bool, Body(embed=True)] = False,
     ) -> Json:
         with server.writing() as lib:
-            return Json(lib.add(paths, prune=prune).to_json())
+            return Json(lib.add(_absolute(paths), prune=prune).to_json())
 
     @app.post("/api/remove", summary="Remove files and folders (as `imgvec remove --json`)")
     def remove(paths: Annotated[list[str], Body(embed=True, min_length=1)]) -> Json:
         with server.writing() as lib:
-            return Json(lib.remove(paths).to_json())
+            return Json(lib.remove(_absolute(paths)).to_json())
 
     @app.post("/api/dupes/move", summary="Move non-keepers aside (as `imgvec dupes --move-to`)")
     def dupes_move(
@@ -335,8 +383,9 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         keep: Annotated[str, Body(embed=True)] = "best",
         where: Annotated[str | None, Body(embed=True)] = None,
     ) -> Json:
+        [target] = _absolute([target])
         with server.writing() as lib:
-            report = lib.dupes(threshold=threshold, keep=keep, where=where)
+            report = lib.dupes(threshold=threshold, keep=keep, where=_blank(where))
             return Json(lib.move_dupes(report, target).to_json())
 
     @app.post("/api/dupes/undo", summary="Put moved duplicates back (as `imgvec dupes undo`)")
@@ -367,6 +416,45 @@ def _handler(status: int) -> Callable[[Request, Exception], Response]:
     return handle
 
 
+ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="A library image id")]
+
+
+def _invalid(_request: Request, error: Exception) -> Response:
+    """A parameter FastAPI could not take: 422, naming the parameter and why, in one line."""
+    assert isinstance(error, RequestValidationError)
+    reasons = [
+        f"{'.'.join(str(part) for part in e['loc'] if part not in ('query', 'path', 'body'))}"
+        f": {e['msg']}"
+        for e in error.errors()
+    ]
+    return problem(422, "; ".join(reasons) or "invalid request")
+
+
+def _http_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return problem(error.status_code, str(error.detail))
+
+
+def _unexpected(request: Request, error: Exception) -> Response:
+    """A fault of imgvec's own: 500, and one line in the log (not a traceback on the terminal)."""
+    reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    log.error("%s %s: %s", request.method, request.url.path, reason)
+    return problem(500, f"internal error: {reason}")
+
+
+def _blank(where: str | None) -> str | None:
+    """No condition for an empty or blank ``where``."""
+    return where if where and where.strip() else None
+
+
+def _absolute(paths: list[str]) -> list[str]:
+    """Paths sent to the server must be absolute: its working folder is nothing to its clients."""
+    relative = [path for path in paths if not os.path.isabs(path)]
+    if relative:
+        raise ImgvecError(f"paths must be absolute: {relative[0]!r}")
+    return paths
+
+
 def host_of(header: str) -> str:
     """The host of a ``Host`` header, without the port (``[::1]:8765`` -> ``[::1]``)."""
     if header.startswith("["):
@@ -382,8 +470,12 @@ async def _upload(request: Request) -> tuple[bytes, str]:
         if field is None or isinstance(field, str):
             raise ImageError("the form has no file in the field 'image'")
         return await field.read(), field.filename or "upload"
-    # X-Filename: the page sends the dropped file's name, percent-encoded (headers are ASCII).
-    return await request.body(), unquote(request.headers.get("x-filename", "upload"))
+    # X-Filename: the page sends the dropped file's name percent-encoded (headers are Latin-1);
+    # raw UTF-8 bytes, as curl sends them, are read as UTF-8 too.
+    name = request.headers.get("x-filename", "upload")
+    with contextlib.suppress(UnicodeError):
+        name = name.encode("latin-1").decode("utf-8")
+    return await request.body(), unquote(name)
 
 
 def _page_file(name: str) -> bytes:

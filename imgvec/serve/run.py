@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from urllib.parse import quote
 
 import uvicorn
 
@@ -38,15 +39,14 @@ def serve(settings: Settings, say: Callable[[str], None]) -> None:
         where = f"{settings.host}:{settings.port}"
         raise OSError(f"cannot listen on {where}: {error.strerror or error}") from None
     port = listening.getsockname()[1]
-    host = f"[{settings.host.strip('[]')}]" if ":" in settings.host else settings.host
-    url = f"http://{host}:{port}/"
+    url = f"http://{_address(settings.host)}:{port}/"
     say(f"Serving the library at {server.reader.paths.root} on {url} (API: {url}docs)")
     if settings.token is not None:
         where = "generated for this run" if generated else "given"
-        say(f"Every request needs the token ({where}); open {url}?token={settings.token}")
+        say(f"Every request needs the token ({where}); open {url}?token={quote(settings.token)}")
     if settings.watch:
         say(f"Watching {', '.join(settings.watch)}: changes are added as they happen")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _log_imgvec_only()
     if watcher is not None:
         watcher.start()
     try:
@@ -56,6 +56,28 @@ def serve(settings: Settings, say: Callable[[str], None]) -> None:
         if watcher is not None:
             watcher.stop()
         server.close()
+
+
+def _address(host: str) -> str:
+    """The address to print for a listening host: this machine's name for the wildcard ones
+    (``0.0.0.0`` and ``::`` are not addresses a browser can open), IPv6 in brackets."""
+    bare = host.strip("[]")
+    if bare in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return f"[{bare}]" if ":" in bare else bare
+
+
+def _log_imgvec_only() -> None:
+    """imgvec's own lines on stderr, one per event; libraries' chatter (FAISS's loader, Alembic,
+    python-multipart's parser) stays below warnings, where it is not shown."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    ours = logging.getLogger("imgvec")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+    for chatty in ("faiss", "alembic", "python_multipart", "multipart"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)
 
 
 def _listen(host: str, port: int) -> socket.socket:

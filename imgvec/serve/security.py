@@ -1,9 +1,10 @@
 """Who may ask: loopback by default; any other address needs a token on every request.
 
 The rules are small pure functions, unit-tested. A token arrives as ``Authorization: Bearer T``
-(scripts), as the ``imgvec_token`` cookie (the page: set when it is opened with ``?token=T``,
-HttpOnly, SameSite=Strict), or as ``?token=T`` on any URL. Tokens are compared in constant time
-(:func:`secrets.compare_digest`).
+(scripts), as ``?token=T`` on any URL, or as the ``imgvec_token`` cookie (the page: set when it
+is opened with ``?token=T``, HttpOnly, SameSite=Strict); in that order, so that the printed link
+works even where a cookie of an earlier run (another token) is still kept. Tokens are compared
+in constant time (:func:`secrets.compare_digest`).
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def needed_token(host: str, given: str | None) -> tuple[str | None, bool]:
 
 
 def presented(authorization: str | None, cookie: str | None, query: str | None) -> str | None:
-    """The token a request carries, by the order above (header, cookie, query)."""
+    """The token a request carries, by the order above (header, query, cookie)."""
     if authorization and authorization.lower().startswith("bearer "):
         return authorization[7:].strip()
-    return cookie or query
+    return query or cookie
 
 
 def allowed(expected: str | None, token: str | None) -> bool:

@@ -30,17 +30,20 @@ IGNORED_EVENTS = frozenset({"opened", "closed_no_write", "attrib"})
 
 def folders_to_add(changed: Iterable[str], roots: list[Path]) -> list[str]:
     """The folders to add again for a set of changed paths: each path's folder (its nearest
-    existing ancestor when it is gone), within the watched ``roots``, without folders that lie
-    under another one of the list (adding a folder covers what is under it). Sorted."""
+    existing ancestor when it is gone), within the watched ``roots`` and never above one (a
+    watched folder that is gone adds nothing: its images stay, as ``imgvec add`` keeps those of
+    a missing folder), without folders that lie under another one of the list (adding a folder
+    covers what is under it). Sorted."""
     found: set[Path] = set()
     for path in map(Path, changed):
         root = next((r for r in roots if path == r or r in path.parents), None)
         if root is None:
             continue
-        folder = path if path.is_dir() else path.parent
+        folder = path if path == root or path.is_dir() else path.parent
         while folder != root and not folder.is_dir():
             folder = folder.parent
-        found.add(folder)
+        if folder.is_dir():  # never above the root: a watched folder that is gone adds nothing
+            found.add(folder)
     top = [f for f in found if not any(other in f.parents for other in found)]
     return sorted(map(str, top))
 

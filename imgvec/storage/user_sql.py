@@ -1,16 +1,23 @@
 """Users' own SQL over the library's metadata, run read-only: the database refuses writes.
 
-SQLite connections get ``PRAGMA query_only`` (and run one statement at a time); PostgreSQL runs
-the statement in a ``READ ONLY`` transaction as a prepared statement (psycopg 3's extended
-protocol), which refuses a second statement, so no ``COMMIT; DELETE ...`` can escape the
-transaction. (Without ``prepare``, psycopg sends a statement without parameters through the
-simple protocol, which runs several.)
+SQLite connections get ``PRAGMA query_only`` (and run one statement at a time), and an
+authorizer that allows reading and nothing else: no ``ATTACH`` (which would create a file
+anywhere, as would ``VACUUM INTO``), no pragma that sets anything. PostgreSQL runs the statement
+in a ``READ ONLY`` transaction as a prepared statement (psycopg 3's extended protocol), which
+refuses a second statement, so no ``COMMIT; DELETE ...`` can escape the transaction. (Without
+``prepare``, psycopg sends a statement without parameters through the simple protocol, which
+runs several.)
+
+A time limit (:data:`TIMEOUT_OPTION`, an execution option of the engine: ``imgvec serve`` sets
+one, the CLI none, since Ctrl-C stops it) stops a runaway statement: SQLite's progress handler,
+PostgreSQL's ``statement_timeout``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +29,39 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from imgvec.errors import ImgvecError
 
 MAX_ROWS = 100_000
+TIMEOUT_OPTION = "imgvec_user_sql_timeout_s"
+"""Engine execution option: seconds a user's statement may run (absent: no limit)."""
+_PROGRESS_STEPS = 10_000
+"""SQLite virtual-machine steps between two looks at the clock (well under a millisecond)."""
+_ALLOWED = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    sqlite3.SQLITE_RECURSIVE,
+}
+_TABLE_PRAGMAS = {
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+}
+"""Pragmas that read a table's description: their argument names the table."""
+_READ_PRAGMAS = _TABLE_PRAGMAS | {
+    "database_list",
+    "collation_list",
+    "function_list",
+    "pragma_list",
+    "compile_options",
+    "user_version",
+    "schema_version",
+    "page_count",
+    "page_size",
+    "freelist_count",
+    "encoding",
+}
 
 
 @dataclass(frozen=True)
@@ -35,19 +75,40 @@ class SqlResult:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
+def _authorize(action: int, first: str | None, second: str | None, *_: object) -> int:
+    """SQLite's authorizer for users' statements: reading only (see the module docstring)."""
+    if action in _ALLOWED:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and first is not None:
+        name = first.lower()
+        if name in _READ_PRAGMAS and (second is None or name in _TABLE_PRAGMAS):
+            return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
 @contextmanager
 def read_only(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
+        timeout = connection.get_execution_options().get(TIMEOUT_OPTION)
+        raw = connection.connection.driver_connection
         if sqlite:
             connection.exec_driver_sql("PRAGMA query_only = ON")
+            raw.set_authorizer(_authorize)
+            if timeout is not None:
+                deadline = time.monotonic() + timeout
+                raw.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
         else:
             connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            if timeout is not None:
+                connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
         try:
             yield connection
         finally:
             connection.rollback()
             if sqlite:  # the connection goes back to the pool
+                raw.set_authorizer(None)
+                raw.set_progress_handler(None, 0)
                 connection.exec_driver_sql("PRAGMA query_only = OFF")
                 connection.commit()
 
@@ -71,7 +132,13 @@ def run(engine: Engine, statement: str, max_rows: int = MAX_ROWS) -> SqlResult:
             columns = [column[0] for column in cursor.description]
             rows = [tuple(row) for row in cursor.fetchmany(max_rows + 1)]
     except (DBAPIError, SQLAlchemyError, *_driver_errors()) as error:
-        raise ImgvecError(f"SQL error: {_first_line(error)}") from error
+        reason = _first_line(error)
+        if reason == "interrupted" or "statement timeout" in reason:
+            limit = engine.get_execution_options().get(TIMEOUT_OPTION)
+            reason = f"the statement ran longer than {limit:g} s and was stopped"
+        elif reason in ("not authorized", "authorization denied"):
+            reason = "not authorized: only reading statements run here"
+        raise ImgvecError(f"SQL error: {reason}") from error
     return SqlResult(columns, rows[:max_rows], len(rows) > max_rows)
 
 

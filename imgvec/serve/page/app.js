@@ -65,6 +65,7 @@ async function search() {
     render(found);
   } catch (error) {
     results.replaceChildren();
+    $("query-caption").textContent = baseName(state.query.kind === "upload" ? state.query.file.name : state.query.path);
     showError(error.message);
   } finally {
     results.removeAttribute("aria-busy");
@@ -141,7 +142,8 @@ async function findDupes() {
           el("span", { className: "tag" }, m.keep ? "keep" : `${m.signal} · ${m.similarity.toFixed(3)}`),
           el("span", { className: "name", title: m.path }, baseName(m.path))))))));
     $("groups").replaceChildren(...groups);
-    $("dupes-summary").textContent = `${report.groups.length} groups among ${report.checked} images (cut ${report.threshold}).`;
+    const groupCount = report.groups.length === 1 ? "1 group" : `${report.groups.length} groups`;
+    $("dupes-summary").textContent = `${groupCount} among ${report.checked} images (cut ${report.threshold}).`;
   } catch (error) {
     $("dupes-summary").textContent = `Cannot list duplicates: ${error.message}`;
   } finally {
