@@ -368,9 +368,7 @@ class Library:
         only matching images are returned, still k of them when k match. ``model`` queries
         another stored model with a complete index (see :meth:`models`) instead of the active one.
         """
-        if k < 1:
-            raise ImgvecError("k must be at least 1")
-        row = self.searchable_model(model) if model else self.active_model_row()
+        row = self._query_model(k, model)
         return query_op.query(
             self.parts, self.engine, row, _paths(images), k, where, self.current_index_version
         )
@@ -387,7 +385,7 @@ class Library:
         """Like :meth:`query` for an image given as bytes (an upload): the k most similar library
         images. ``name`` only labels the result; nothing is written. Raises as
         :meth:`embed_image` does."""
-        self._query_model(k, model)
+        _check_k(k)  # before the model runs
         return self.query_vector(self.embed_image(data, model, max_pixels), name, k, where, model)
 
     def embed_image(
@@ -421,8 +419,8 @@ class Library:
         self, image_id: int, k: int = DEFAULT_K, where: str | None = None, model: str | None = None
     ) -> QueryResult:
         """Like :meth:`query` for a library image by id, from its stored vector (no model runs;
-        "more like this"). Raises :class:`ImgvecError` when the image has no vector for the
-        model."""
+        "more like this"). Raises :class:`ImageNotFound` when no image has that id and a vector
+        of the model."""
         row = self._query_model(k, model)
         with self.session() as session:
             image = store.image(session, image_id)
@@ -433,8 +431,7 @@ class Library:
         return self._search_one(result, row, store.bytes_to_vector(data), k, where)
 
     def _query_model(self, k: int, model: str | None) -> EmbeddingModel:
-        if k < 1:
-            raise ImgvecError("k must be at least 1")
+        _check_k(k)
         return self.searchable_model(model) if model else self.active_model_row()
 
     def _search_one(
@@ -616,6 +613,11 @@ class Library:
     def available_models() -> dict[str, ModelSpec]:
         """Every model imgvec can embed with (built-in and plugins), by name."""
         return available()
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ImgvecError("k must be at least 1")
 
 
 def _paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str]:
