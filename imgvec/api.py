@@ -426,7 +426,7 @@ class Library:
             image = store.image(session, image_id)
             data = None if image is None else store.stored_vector(session, image_id, row.id)
         if image is None or data is None:
-            raise ImageNotFound(f"no image with id {image_id} and a {row.name} vector")
+            raise ImageNotFound(f"no image with id {image_id} and a vector of {row.name}")
         result = QueryResult(image.path, vector_source="stored")
         return self._search_one(result, row, store.bytes_to_vector(data), k, where)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from pathlib import Path
 
 from imgvec import scan
@@ -29,7 +30,7 @@ def thumbnail(parts: Parts, image_id: int, size: int) -> bytes:
     """The JPEG thumbnail (longest side ``size`` px, upright) of a library image.
 
     Raises :class:`ImgvecError` for a size not in :data:`SIZES`, :class:`ImageNotFound` for an
-    unknown id, and
+    unknown id or a file that is gone, and
     :class:`ImageError` when the file is gone, changed since it was added, or cannot be decoded.
     """
     if size not in SIZES:
@@ -44,6 +45,8 @@ def thumbnail(parts: Parts, image_id: int, size: int) -> bytes:
         return cached.read_bytes()
     except OSError:
         pass
+    if not os.path.isfile(path):
+        raise ImageNotFound(f"image {image_id}'s file is gone: {path}")
     data = read_file(path)
     if scan.sha256_bytes(data) != content_hash:
         raise ImageError("the file changed since it was added; run imgvec add again")

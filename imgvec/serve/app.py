@@ -235,6 +235,8 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
             request.query_params.get("token"),
         )
         if not security.allowed(settings.token, token):
+            if token:
+                return problem(401, "wrong token")
             return problem(401, "a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN")
         if request.method in ("POST", "PUT", "PATCH"):
             length = request.headers.get("content-length")

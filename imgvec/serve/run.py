@@ -50,7 +50,7 @@ def serve(settings: Settings, say: Callable[[str], None]) -> None:
     if watcher is not None:
         watcher.start()
     try:
-        config = uvicorn.Config(app, log_level="warning")
+        config = uvicorn.Config(app, log_config=None, access_log=False)
         uvicorn.Server(config).run(sockets=[listening])
     finally:
         if watcher is not None:
@@ -76,7 +76,9 @@ def _log_imgvec_only() -> None:
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
     ours.propagate = False
-    for chatty in ("faiss", "alembic", "python_multipart", "multipart"):
+    # uvicorn's own warnings ("Invalid HTTP request received": a port scanner, a TLS client)
+    # are not requests imgvec could answer; its errors still show.
+    for chatty in ("faiss", "alembic", "python_multipart", "multipart", "uvicorn"):
         logging.getLogger(chatty).setLevel(logging.ERROR)
 
 

@@ -95,6 +95,13 @@ class Watcher(FileSystemEventHandler):
         if event.event_type in IGNORED_EVENTS:
             return
         paths = [os.fsdecode(event.src_path)]
+        if event.event_type in ("deleted", "moved") and Path(paths[0]) in self.roots:
+            self.failed(
+                NotADirectoryError(
+                    f"{paths[0]} is gone: no longer watched (its images stay in the library; "
+                    "restart imgvec serve to watch it again)"
+                )
+            )
         if event.dest_path:
             paths.append(os.fsdecode(event.dest_path))
         if self.ignore is not None:

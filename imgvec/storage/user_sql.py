@@ -47,8 +47,10 @@ _TABLE_PRAGMAS = {
     "index_info",
     "index_xinfo",
     "foreign_key_list",
+    "integrity_check",
+    "quick_check",
 }
-"""Pragmas that read a table's description: their argument names the table."""
+"""Pragmas that only read, and take an argument (a table, or how many problems to list)."""
 _READ_PRAGMAS = _TABLE_PRAGMAS | {
     "database_list",
     "collation_list",

@@ -36,7 +36,9 @@ function thumb(id, size = 256) {
 }
 
 function searchParams() {
-  const params = new URLSearchParams({ k: $("k").value || "24" });
+  const k = Math.min(1000, Math.max(1, Number.parseInt($("k").value, 10) || 24));
+  $("k").value = k;
+  const params = new URLSearchParams({ k });
   const where = $("where").value.trim();
   if (where) params.set("where", where);
   if (!$("model-field").hidden && $("model").value) params.set("model", $("model").value);
@@ -137,13 +139,13 @@ async function findDupes() {
     const groups = report.groups.map((group, n) => el("li", { className: "group" },
       el("p", {}, `Group ${n + 1}: ${group.members.length} images`),
       el("ol", {}, ...group.members.map((m) => el("li", { className: m.keep ? "member keeper" : "member" },
-        thumb(m.id, 128),
+        thumb(m.id, 256),
         el("span", { className: "meta" },
           el("span", { className: "tag" }, m.keep ? "keep" : `${m.signal} · ${m.similarity.toFixed(3)}`),
           el("span", { className: "name", title: m.path }, baseName(m.path))))))));
     $("groups").replaceChildren(...groups);
     const groupCount = report.groups.length === 1 ? "1 group" : `${report.groups.length} groups`;
-    $("dupes-summary").textContent = `${groupCount} among ${report.checked} images (cut ${report.threshold}).`;
+    $("dupes-summary").textContent = `${groupCount} among ${report.checked} images (near-duplicate cut: cosine ${report.threshold}).`;
   } catch (error) {
     $("dupes-summary").textContent = `Cannot list duplicates: ${error.message}`;
   } finally {
