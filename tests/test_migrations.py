@@ -18,9 +18,11 @@ from imgvec.storage.engine import (
     current_revision,
     head_revision,
     make_engine,
+    newest_revision,
     upgrade_schema,
 )
 from imgvec.storage.schema import Base
+from tests.conftest import FAKE_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,3 +165,18 @@ def test_two_processes_creating_one_library_at_once_both_succeed(tmp_path: Path)
         _, stderr = run.communicate(timeout=120)
         assert run.returncode == 0, stderr
     assert current_revision(make_engine(url)) == head_revision(alembic_config(url))
+
+
+def test_the_head_read_from_file_names_is_alembics_head(tmp_path: Path) -> None:
+    assert newest_revision() == head_revision(alembic_config(f"sqlite:///{tmp_path / 'x.db'}"))
+
+
+def test_opening_a_current_library_imports_no_alembic(imgvec, photos: Path, library: Path) -> None:
+    assert imgvec("add", photos, *FAKE_ARGS).exit_code == 0
+    code = (
+        "import sys; from imgvec.api import Library; "
+        f"Library.open({str(library)!r}, create=False).status(); "
+        "print('alembic' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
