@@ -46,7 +46,8 @@ HEAVY_MODULES = ("torch", "torchvision", "faiss")
 IMPORT_STEPS = ("imgvec.cli.app", "imgvec.embed.runtime", "imgvec.index.segments")
 """What a cold ``imgvec query`` imports outside its ``--timings`` parts, in its order: the CLI
 (Typer, Rich, SQLAlchemy, NumPy, Pillow), the model code (torch, torchvision), the index (FAISS)."""
-TIMED_PARTS = ("import_torch", "model_load", "embed", "index_load", "search")
+TIMED_PARTS = ("imports", "open", "import_torch", "model_load", "embed", "index_load", "search")
+"""``query --timings``'s parts: seconds for the first four, milliseconds for the rest."""
 STARTUP_RUNS = 3
 GRID_MODEL, GRID_CELLS = "grid768", 16
 """16 x 16 cells x 3 colours = 768 dimensions, like vit_b_16."""
@@ -455,8 +456,8 @@ def query_tables(query: dict[str, Any]) -> dict[str, str]:
         wall = median(run["wall"] for run in cold)
         rest = median(run["wall"] - sum(run["parts"].values()) for run in cold)
         per_query, embed = batch["wall"] / batch["n"], batch["parts"].get("embed")
-        cells = [f"{secs(parts[key])} s" if key in parts else "—" for key in TIMED_PARTS[:3]]
-        cells += [f"{millis(parts[key])} ms" if key in parts else "—" for key in TIMED_PARTS[3:]]
+        cells = [f"{secs(parts[key])} s" if key in parts else "—" for key in TIMED_PARTS[:5]]
+        cells += [f"{millis(parts[key])} ms" if key in parts else "—" for key in TIMED_PARTS[5:]]
         rows.append(
             f"`{row['model']}` | {len(cold)} | {secs(wall)} s | {' | '.join(cells)} "
             f"| {secs(rest)} s | {secs(row['exit_s'])} s | {batch['n']} | {secs(per_query)} s "
@@ -466,7 +467,8 @@ def query_tables(query: dict[str, Any]) -> dict[str, str]:
     startup = query["startup"]
     return {
         "query": common.table(
-            "model | cold runs | wall | import_torch | model_load | embed (1 image) | index_load "
+            "model | cold runs | wall | imports | open | import_torch | model_load "
+            "| embed (1 image) | index_load "
             "| search | rest | of which exit | batched queries | batched wall per query "
             "| batched embed per query | cold wall / batched wall per query",
             rows,

@@ -8,16 +8,21 @@ imports nothing of imgvec's until it can catch that.
 from __future__ import annotations
 
 import sys
+import time
 
 EXIT_INTERRUPTED = 130
 
 
 def main() -> None:
+    started = time.perf_counter()
     try:
         from imgvec.cli.app import main as run
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
+    from imgvec import reporting
+
+    reporting.import_seconds = time.perf_counter() - started
     run()
 
 

@@ -66,3 +66,8 @@ class Stopwatch:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+import_seconds: float | None = None
+"""Seconds the ``imgvec`` command took to import its command line (SQLAlchemy, Rich, Typer, the
+API...), set by :mod:`imgvec.__main__`; ``query --timings`` shows it as ``imports``."""

@@ -72,7 +72,7 @@ def test_many_query_images_are_embedded_in_batches_and_answered_in_order(
     assert all(a["vector"] == "embedded" for i, a in enumerate(answers) if i != 17)
     assert batch_sizes == [31, 9]  # 32 per batch, less the unreadable one
     timings = result.stderr.split("timings (s): ")[1].split()
-    stages = ["import_torch", "model_load", "embed", "index_load", "search"]
+    stages = ["open", "import_torch", "model_load", "embed", "index_load", "search"]
     assert [t.split("=")[0] for t in timings] == stages
 
 
@@ -364,3 +364,21 @@ def test_add_streams_only_two_batches_of_pictures_are_alive_at_once(
 
     assert report.added == 100 and len(alive) == 10
     assert max(alive) <= 20  # the batch being embedded and the next one being prepared
+
+
+def test_timings_of_the_real_command_start_with_its_imports(imgvec, photos: Path) -> None:
+    """``python -m imgvec`` (the entry point) times its own imports; a stored vector needs no
+    model, so the fake model need not be registered in the child."""
+    import subprocess
+    import sys
+
+    assert imgvec("add", photos, *FAKE_ARGS).exit_code == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "imgvec", "query", str(photos / "p0.jpg"), "--timings", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    timings = dict(t.split("=") for t in done.stderr.split("timings (s): ")[1].split())
+    assert list(timings)[:2] == ["imports", "open"] and "import_torch" not in timings
+    assert 0 < float(timings["imports"]) < 60

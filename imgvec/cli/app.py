@@ -10,6 +10,7 @@ import csv
 import gc
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -19,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from imgvec import reporting
 from imgvec.api import DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_MODEL, PRECISIONS, Library
 from imgvec.cli.render import (
     EXIT_FAILED_INPUTS,
@@ -299,8 +301,8 @@ def query(
         bool,
         typer.Option(
             "--timings",
-            help="Also print on stderr the seconds spent loading the model, embedding, opening "
-            "the index and searching.",
+            help="Also print on stderr the seconds spent importing imgvec, opening the library, "
+            "importing torch, loading the model, embedding, opening the index and searching.",
         ),
     ] = False,
     library: LibraryOption = None,
@@ -312,11 +314,16 @@ def query(
     Examples: imgvec query holiday.jpg -k 5
               imgvec query holiday.jpg --where "folder LIKE '%/2023/%'"
     """
+    opening = time.perf_counter()
     with open_library(library, db, create=False, precision=precision.value) as lib:
+        stages = {"open": time.perf_counter() - opening}
+        if reporting.import_seconds is not None:  # set by the entry point (imgvec.__main__)
+            stages = {"imports": reporting.import_seconds, **stages}
         results = lib.query([str(i) for i in images], k=k, where=where, model=model)
         if timings:
             spent = " ".join(
-                f"{stage.replace(' ', '_')}={s:.4f}" for stage, s in lib.stopwatch.seconds.items()
+                f"{stage.replace(' ', '_')}={s:.4f}"
+                for stage, s in (stages | lib.stopwatch.seconds).items()
             )
             err.print(f"timings (s): {spent}", markup=False)
         if show is not None:
