@@ -23,7 +23,7 @@ from torchvision.transforms.v2 import functional as F
 from imgvec import scan
 from imgvec.decode import images
 from imgvec.decode.images import MAX_PIXELS, Picture, decode, read_file, to_rgb
-from imgvec.embed import runtime
+from imgvec.embed import pixels, runtime
 from imgvec.embed.spec import Preprocess
 from imgvec.errors import ImageError
 from tests import fault_corpus as corpus
@@ -627,15 +627,31 @@ def _noise(size: tuple[int, int], seed: int = 0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
 
 
-@pytest.mark.parametrize("size", [(640, 480), (480, 640), (900, 300), (256, 256), (4096, 256)])
+@pytest.mark.parametrize(
+    "size",
+    [(640, 480), (480, 640), (900, 300), (256, 256), (4096, 256), (257, 255), (100, 80), (7, 7)],
+)
 @pytest.mark.parametrize("prep", [MODEL_PREP, Preprocess(resize=232, crop=224)])
-def test_ordinary_pictures_are_preprocessed_as_before(
+def test_ordinary_pictures_are_preprocessed_as_torchvision_does_to_the_bit(
     size: tuple[int, int], prep: Preprocess
 ) -> None:
+    """The torch-free recipe (imgvec.embed.pixels) equals torchvision's functions exactly, small
+    pictures (padded by the crop) included: vectors made either way are the same."""
     image = _noise(size)
     tensor = runtime.preprocess_image(image, prep)
     assert tensor.shape == (3, prep.crop, prep.crop)
-    torch.testing.assert_close(tensor, _resize_whole_then_crop(image, prep), rtol=0, atol=1e-5)
+    torch.testing.assert_close(tensor, _resize_whole_then_crop(image, prep), rtol=0, atol=0)
+
+
+def test_the_model_input_is_made_without_torch() -> None:
+    code = (
+        "import sys, numpy as np; from PIL import Image; "
+        "from imgvec.embed.pixels import model_input; from imgvec.embed.spec import Preprocess; "
+        "x = model_input(Image.new('RGB', (64, 48)), Preprocess(resize=32, crop=24)); "
+        "print(x.shape, x.dtype, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["(3,", "24,", "24)", "float32", "False"]
 
 
 @pytest.mark.parametrize(
@@ -653,7 +669,7 @@ def test_extreme_pictures_give_the_pixels_of_the_whole_resize(
     """Past WHOLE_RESIZE_ASPECT only the cropped part is resampled, at the same positions as
     the whole resize: pixels are at most 2 of 255 levels apart (Pillow may run its two passes
     in the other order, rounding in between), 0.3 on average."""
-    assert max(size) > runtime.WHOLE_RESIZE_ASPECT * min(size)
+    assert max(size) > pixels.WHOLE_RESIZE_ASPECT * min(size)
     image = _noise(size, seed=1)
     tensor = runtime.preprocess_image(image, prep)
     expected = _resize_whole_then_crop(image, prep)

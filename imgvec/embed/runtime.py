@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms.v2 import functional as F
 
 from imgvec.decode.images import Picture, decode, one_line
+from imgvec.embed.pixels import model_input
 from imgvec.embed.spec import PRECISIONS, RANDOM_SEED, ModelSpec, Preprocess, WeightsChoice
 from imgvec.errors import ImageError, WeightsUnavailable
 
@@ -96,58 +96,11 @@ def prepare(data: bytes, prep: Preprocess) -> tuple[Picture, torch.Tensor]:
         raise ImageError(f"cannot prepare the image for the model: {one_line(error)}") from error
 
 
-WHOLE_RESIZE_ASPECT = 16
-"""Pictures up to this aspect ratio (long side / short side: every photo and panorama) are
-resized whole; longer ones only where the centre crop needs them (:func:`preprocess_image`)."""
-
-
 def preprocess_image(image: Image.Image, prep: Preprocess) -> torch.Tensor:
     """RGB picture -> normalised CHW float32 tensor of shape ``(3, prep.crop, prep.crop)``, as
-    the model's training recipe did it: the shorter side resized to ``prep.resize`` pixels
-    (bilinear, antialiased; torchvision's ``resize``), the centred ``prep.crop`` square cut out
-    (``center_crop``, zero-padded where the resized picture is smaller), scaled to 0..1 and
-    normalised by ``prep.mean`` and ``prep.std``.
-
-    Pictures longer than :data:`WHOLE_RESIZE_ASPECT` to one have only the part the crop keeps
-    resampled (:func:`_resize_cropped_part`), so memory stays about
-    ``WHOLE_RESIZE_ASPECT * prep.resize**2`` pixels beyond the picture itself, whatever its
-    shape: resizing the whole of a 1x60000 line to a short side of 256 would take 12 GB.
-    """
-    width, height = image.size
-    if max(width, height) <= WHOLE_RESIZE_ASPECT * min(width, height):
-        image = F.resize(
-            image, [prep.resize], interpolation=F.InterpolationMode.BILINEAR, antialias=True
-        )
-    else:
-        image = _resize_cropped_part(image, prep)
-    image = F.center_crop(image, [prep.crop, prep.crop])
-    tensor = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
-    return F.normalize(tensor, list(prep.mean), list(prep.std))
-
-
-def _resize_cropped_part(image: Image.Image, prep: Preprocess) -> Image.Image:
-    """The pixels of ``F.center_crop(F.resize(image, [prep.resize]), ...)``, without resizing
-    the whole picture: Pillow's ``resize`` with a source ``box`` samples the same positions with
-    the same kernels. Its two passes (across, then down, or the other way) may run in another
-    order than for the whole picture, so a pixel may round to a level or two (of 255) apart.
-    At most ``prep.crop`` pixels each way; a side shorter than that (a crop larger than the
-    resize) is left to ``center_crop`` to pad."""
-    width, height = image.size
-    short, long = min(width, height), max(width, height)
-    new_long = int(prep.resize * long / short)  # torchvision's arithmetic, to the pixel
-    resized_w, resized_h = (prep.resize, new_long) if width <= height else (new_long, prep.resize)
-    kept_w, left, right = _crop_span(width, resized_w, prep.crop)
-    kept_h, top, bottom = _crop_span(height, resized_h, prep.crop)
-    return image.resize((kept_w, kept_h), Image.Resampling.BILINEAR, box=(left, top, right, bottom))
-
-
-def _crop_span(length: int, resized: int, crop: int) -> tuple[int, float, float]:
-    """Along one axis of ``length`` pixels resized to ``resized``: how many resized pixels the
-    centre crop keeps, and the source span (start, end, in source pixels) they are taken from."""
-    kept = min(crop, resized)
-    offset = round((resized - kept) / 2.0)  # torchvision's centre-crop anchor
-    scale = length / resized
-    return kept, offset * scale, (offset + kept) * scale
+    the model's training recipe did it (:func:`imgvec.embed.pixels.model_input`, which runs
+    without torch)."""
+    return torch.from_numpy(model_input(image, prep))
 
 
 def _load_state(spec: ModelSpec, weights: WeightsChoice) -> Mapping[str, Any] | None:
