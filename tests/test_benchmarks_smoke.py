@@ -206,3 +206,18 @@ def test_serve_benchmark(tmp_path: Path) -> None:
     assert load["uploads_found_first"] == load["uploads_after_add"]
     assert len(rows(text, "bench_serve:load")) == 5
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-serve-")] == []
+
+
+def test_onnx_benchmark(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    text, raw = run_benchmark(
+        "benchmarks.bench_onnx",
+        tmp_path,
+        *("--models", "mobilenet_v2", "--repeats", "1", "--batches", "1", "--batch-size", "2"),
+        *("--tmp", str(tmp_path)),
+    )
+    (row,) = raw["rows"]
+    assert row["min_cosine"] >= 0.9999 and row["onnx_mb"] > 1
+    assert all(part > 0 for way in row["cold"].values() for part in way.values())
+    assert [r[0] for r in rows(text, "bench_onnx:cold")] == ["`mobilenet_v2`"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-onnx-")] == []
