@@ -1,7 +1,7 @@
 """Memory and time to prepare one image for a model, by shape and kind (issue 11).
 
 Each case runs in a fresh interpreter: imports, a warm-up on a small photo, then the peak
-resident memory (``getrusage``) before and after ``embed.runtime.prepare`` of the case's file;
+resident memory (``getrusage``) before and after ``embed.pixels.prepare`` of the case's file;
 ``--whole-resize`` (the default) also measures the recipe before issue 11 (resize the whole
 picture, then crop) on the lines where it is affordable. BENCHMARKS.md says what the table means.
 
@@ -52,7 +52,7 @@ def write_case(folder: Path, size: tuple[int, int], mode: str, fmt: str) -> Path
 
 def child_prepare(task: dict[str, Any]) -> dict[str, Any]:
     from imgvec.decode.images import decode
-    from imgvec.embed.runtime import prepare
+    from imgvec.embed.pixels import prepare
     from imgvec.embed.spec import Preprocess
 
     prep = Preprocess(resize=256, crop=224)

@@ -84,7 +84,9 @@ def child_ingest(task: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="imgvec-bench-") as tmp, Library.open(tmp) as lib:
         lib.precision = precision
         lib.init(model, "none", None)
-        model_times = common.time_calls(lib.embedder())
+        with lib.writing():  # the runtime add uses (ONNX Runtime for CNNs in fp32 on a CPU)
+            runner = lib.parts.models.runner(lib.active_model_row(), bulk=True)
+        model_times = common.time_calls(runner)
         started = time.perf_counter()
         added = lib.add([task["folder"]], batch_size=ADD_BATCH)
         add_s = time.perf_counter() - started
@@ -129,8 +131,9 @@ def child_precision(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from imgvec.decode.images import read_file
+    from imgvec.embed.pixels import prepare
     from imgvec.embed.registry import get_spec, resolve_weights
-    from imgvec.embed.runtime import Embedder, auto_precision, prepare
+    from imgvec.embed.runtime import Embedder, auto_precision
     from imgvec.index.recall import exact_top_k
 
     spec = get_spec(task["model"])
@@ -151,9 +154,7 @@ def child_precision(task: dict[str, Any]) -> dict[str, Any]:
     for precision in ("fp32", "bf16"):
         embedder = Embedder(spec, spec.default_layer, weights, precision=precision)
         batches = [tensors[i : i + ADD_BATCH] for i in range(0, len(tensors), ADD_BATCH)]
-        vectors[precision] = np.concatenate(
-            [embedder.embed_tensors(torch.stack(b)) for b in batches]
-        )
+        vectors[precision] = np.concatenate([embedder.embed_inputs(np.stack(b)) for b in batches])
     cosines = np.sum(vectors["fp32"] * vectors["bf16"], axis=1)
     between = vectors["fp32"] @ vectors["fp32"].T
     result = {"speeds": speeds, "auto": auto_precision(torch.device("cpu"))}
@@ -174,8 +175,9 @@ def child_draft(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from imgvec.decode.images import decode, read_file
+    from imgvec.embed.pixels import prepare
     from imgvec.embed.registry import get_spec, resolve_weights
-    from imgvec.embed.runtime import Embedder, prepare, preprocess_image
+    from imgvec.embed.runtime import Embedder, preprocess_image
 
     spec = get_spec(task["model"])
     prep = spec.preprocess
@@ -192,7 +194,7 @@ def child_draft(task: dict[str, Any]) -> dict[str, Any]:
         decode(data, min_side=prep.resize)
         times["decode_draft"].append(time.perf_counter() - begin)
         begin = time.perf_counter()
-        reduced.append(prepare(data, prep)[1])
+        reduced.append(torch.from_numpy(prepare(data, prep)[1]))
         times["prepare_draft"].append(time.perf_counter() - begin)
     weights = resolve_weights(spec, task["weights"])
     embedder = Embedder(spec, spec.default_layer, weights, precision="fp32")

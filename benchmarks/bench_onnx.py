@@ -89,7 +89,7 @@ def cold_onnx(task: dict[str, Any]) -> dict[str, Any]:
     imported = time.perf_counter()
     model = OnnxEmbedder(task["file"], task["dim"])
     built = time.perf_counter()
-    model.embed(np.load(task["input"]))
+    model.embed_inputs(np.load(task["input"]))
     done = time.perf_counter()
     return {"import": imported - started, "load": built - imported, "embed": done - built}
 
@@ -130,7 +130,7 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     ways = {
         "torch_fp32": lambda: fp32.embed_tensors(batch),
         f"torch_{auto.precision}": lambda: auto.embed_tensors(batch),
-        "onnx_fp32": lambda: runtime.embed(inputs),
+        "onnx_fp32": lambda: runtime.embed_inputs(inputs),
     }
     speed = {}
     for way, run in ways.items():
@@ -139,7 +139,7 @@ def measure(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for _ in range(args.batches):
             run()
         speed[way] = args.batches * len(inputs) / (time.perf_counter() - started)
-    cosine = float((runtime.embed(inputs) * fp32.embed_tensors(batch)).sum(axis=1).min())
+    cosine = float((runtime.embed_inputs(inputs) * fp32.embed_tensors(batch)).sum(axis=1).min())
     common.log(f"{name}: export {export_s:.2f} s; {speed}")
     return {
         "model": name,

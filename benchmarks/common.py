@@ -445,7 +445,7 @@ def prepare_photo(path: Path, prep: Preprocess) -> None:
     """What ``add`` does per photo besides the model: read, hash, decode (JPEGs at reduced
     size), preprocess."""
     from imgvec.decode.images import read_file
-    from imgvec.embed.runtime import prepare
+    from imgvec.embed.pixels import prepare
     from imgvec.scan import sha256_bytes
 
     data = read_file(str(path))
@@ -453,11 +453,12 @@ def prepare_photo(path: Path, prep: Preprocess) -> None:
     prepare(data, prep)
 
 
-def time_calls(embedder: Embedder) -> list[float]:
-    """How long each ``embed_tensors`` call of this embedder takes, recorded from now on (the
-    library's cached embedder is the one ``add`` uses)."""
+def time_calls(runner: Any) -> list[float]:
+    """How long each ``embed_inputs`` call of this runner (a torch ``Embedder`` or an
+    ``OnnxEmbedder``) takes, recorded from now on (the library's cached runner is the one
+    ``add`` uses)."""
     times: list[float] = []
-    method = embedder.embed_tensors
+    method = runner.embed_inputs
 
     def timed(batch: Any) -> Any:
         begin = time.perf_counter()
@@ -466,7 +467,7 @@ def time_calls(embedder: Embedder) -> list[float]:
         finally:
             times.append(time.perf_counter() - begin)
 
-    embedder.embed_tensors = timed  # type: ignore[method-assign]
+    runner.embed_inputs = timed
     return times
 
 

@@ -22,7 +22,8 @@ def main() -> None:
         raise SystemExit(EXIT_INTERRUPTED) from None
     from imgvec import reporting
 
-    reporting.import_seconds = time.perf_counter() - started
+    reporting.command_started = time.perf_counter()
+    reporting.import_seconds = reporting.command_started - started
     run()
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from imgvec import scan
 from imgvec.config import LibraryPaths, resolve_paths
 from imgvec.decode.images import MAX_PIXELS, probe
+from imgvec.embed import exports
 from imgvec.embed.batches import DEFAULT_BATCH_SIZE
 from imgvec.embed.loader import Models
 from imgvec.embed.registry import available
@@ -29,6 +30,7 @@ from imgvec.embed.spec import PRECISIONS
 from imgvec.errors import (
     ImageNotFound,
     ImgvecError,
+    LibraryLocked,
     StorageError,
     cannot_write,
     storage_problem,
@@ -71,8 +73,6 @@ from imgvec.types import (
 )
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
     from imgvec.decode.images import Picture
     from imgvec.embed.runtime import Embedder
     from imgvec.embed.spec import ModelSpec
@@ -127,8 +127,8 @@ class Library:
             paths.root,
             self._sessions,
             reporter,
-            Models(reporter, self.stopwatch),
-            Indexes(paths.root, self._sessions, reporter.notice),
+            Models(reporter, self.stopwatch, paths.root, self._sessions),
+            Indexes(paths.root, self._sessions, reporter.notice, self.stopwatch),
         )
         """What the operations (:mod:`imgvec.ops`) get of this library."""
 
@@ -232,9 +232,9 @@ class Library:
 
     def preparer(
         self, row: EmbeddingModel | None = None
-    ) -> Callable[[bytes], tuple[Picture, Tensor]]:
-        """Image bytes -> (picture, input tensor) for a model (the active one by default), without
-        loading the model (see :func:`imgvec.embed.runtime.prepare`)."""
+    ) -> Callable[[bytes], tuple[Picture, np.ndarray]]:
+        """Image bytes -> (picture, model input (3, crop, crop) float32) for a model (the active
+        one by default), without loading the model (see :func:`imgvec.embed.pixels.prepare`)."""
         return self.parts.models.preparer(row or self.active_model_row())
 
     def embedder(self, row: EmbeddingModel | None = None) -> Embedder:
@@ -309,10 +309,15 @@ class Library:
             )
         with write_lock(self.paths.lock_file):
             with self.session() as session:
-                known = store.segment_paths(session)
+                known, exported = store.segment_paths(session), store.export_paths(session)
             artifacts.remove_orphans(self.paths.root, known)
+            exports.remove_orphans(self.paths.root, exported)
             moves.settle_interrupted(self.parts)
-            yield
+            self.parts.models.may_export = True
+            try:
+                yield
+            finally:
+                self.parts.models.may_export = False
 
     def build_index(
         self, kind: str | None = None, nlist: int | None = None, nprobe: int | None = None
@@ -369,9 +374,23 @@ class Library:
         another stored model with a complete index (see :meth:`models`) instead of the active one.
         """
         row = self._query_model(k, model)
-        return query_op.query(
+        results = query_op.query(
             self.parts, self.engine, row, _paths(images), k, where, self.current_index_version
         )
+        self._export_if_needed(row)
+        return results
+
+    def _export_if_needed(self, row: EmbeddingModel) -> None:
+        """After a query ran the model on torch for want of an ONNX export: make the export,
+        so that the next query skips torch, where this process may write now (else later)."""
+        if self.read_only or not self.parts.models.needs_export(row):
+            return
+        try:
+            with self.writing():
+                self.parts.models.export(row)
+        except Exception as error:  # another writer, or no room: a later command makes it
+            if not isinstance(error, LibraryLocked | StorageError) and not storage_problem(error):
+                raise
 
     def query_image(
         self,
@@ -397,8 +416,8 @@ class Library:
         before decoding) or :class:`ImageError` (the reason in one line)."""
         row = self.searchable_model(model) if model else self.active_model_row()
         probe(data, max_pixels)
-        _picture, tensor = self.parts.models.preparer(row)(data)
-        return self.parts.models.embed(row, tensor.unsqueeze(0))[0]
+        _picture, inputs = self.parts.models.preparer(row)(data)
+        return self.parts.models.embed(row, inputs[None])[0]
 
     def query_vector(
         self,

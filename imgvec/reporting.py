@@ -71,3 +71,6 @@ class Stopwatch:
 import_seconds: float | None = None
 """Seconds the ``imgvec`` command took to import its command line (SQLAlchemy, Rich, Typer, the
 API...), set by :mod:`imgvec.__main__`; ``query --timings`` shows it as ``imports``."""
+command_started: float | None = None
+"""``time.perf_counter()`` when :mod:`imgvec.__main__` handed over to the command line: what
+passes before the command runs is Typer parsing its arguments (``parse`` in ``--timings``)."""

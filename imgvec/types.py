@@ -53,6 +53,8 @@ class AddReport(Data):
     known_failures: int = 0
     """Unchanged files that earlier runs could not read (counted in ``unchanged``)."""
     interrupted: bool = False
+    runtime: str | None = None
+    """What ran the model: ``onnxruntime`` or ``torch``; None when nothing was embedded."""
 
     def summary(self) -> str:
         text = (
@@ -77,6 +79,8 @@ class SwitchReport(Data):
     errors: list[FileError] = field(default_factory=list)
     switched: bool = False
     interrupted: bool = False
+    runtime: str | None = None
+    """What ran the model: ``onnxruntime`` or ``torch``; None when nothing was embedded."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,12 @@ class ModelStatus(Data):
     complete: bool = False
     """Every readable image has a vector for this model."""
     indexed: bool = False
+    export: dict[str, Any] | None = None
+    """Its ONNX export: ``path``, ``size_bytes``, ``exporter``, and ``error`` when the model
+    could not be exported; None: not made yet."""
+    query_runtime: str = "torch"
+    """What runs it for a query of a new photo: ``onnxruntime`` (its export is there at its
+    recorded size; the content is checked when it is loaded) or ``torch``."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Run the real imgvec CLI in a subprocess with the test model registered (for kill tests).
 
 With ``IMGVEC_TEST_MAXRSS_FILE`` set, the process writes its peak resident memory (KiB, from
-``getrusage``) to that file when it exits.
+``getrusage``) to that file when it exits; with ``IMGVEC_TEST_MODULES_FILE``, the names of the
+modules it imported, one per line.
 """
 
 import atexit
@@ -20,7 +21,13 @@ def _write_peak_memory(path: str) -> None:
     Path(path).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 
+def _write_modules(path: str) -> None:
+    Path(path).write_text("\n".join(sorted(sys.modules)))
+
+
 if __name__ == "__main__":
     if report := os.environ.get("IMGVEC_TEST_MAXRSS_FILE"):
         atexit.register(_write_peak_memory, report)
+    if listing := os.environ.get("IMGVEC_TEST_MODULES_FILE"):
+        atexit.register(_write_modules, listing)
     main()

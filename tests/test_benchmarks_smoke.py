@@ -209,7 +209,6 @@ def test_serve_benchmark(tmp_path: Path) -> None:
 
 
 def test_onnx_benchmark(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     text, raw = run_benchmark(
         "benchmarks.bench_onnx",
         tmp_path,

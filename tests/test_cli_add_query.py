@@ -12,7 +12,6 @@ import pytest
 from imgvec.api import Library
 from imgvec.embed import batches
 from imgvec.embed.loader import Models
-from imgvec.embed.runtime import Embedder
 from imgvec.index.segments import IndexStore
 from tests.conftest import FAKE_ARGS, make_image, set_mtime
 
@@ -55,11 +54,13 @@ def test_many_query_images_are_embedded_in_batches_and_answered_in_order(
     broken.write_bytes(b"not a picture")
     queries.insert(17, broken)
     batch_sizes: list[int] = []
-    real = Embedder.embed_tensors
+    real = Models.embed
     monkeypatch.setattr(
-        Embedder,
-        "embed_tensors",
-        lambda self, batch: batch_sizes.append(len(batch)) or real(self, batch),
+        Models,
+        "embed",
+        lambda self, row, batch, bulk=False: (
+            batch_sizes.append(len(batch)) or real(self, row, batch, bulk)
+        ),
     )
 
     result = imgvec("query", *queries, "-k", "1", "--timings", "--json")
@@ -72,8 +73,9 @@ def test_many_query_images_are_embedded_in_batches_and_answered_in_order(
     assert all(a["vector"] == "embedded" for i, a in enumerate(answers) if i != 17)
     assert batch_sizes == [31, 9]  # 32 per batch, less the unreadable one
     timings = result.stderr.split("timings (s): ")[1].split()
-    stages = ["open", "import_torch", "model_load", "embed", "index_load", "search"]
-    assert [t.split("=")[0] for t in timings] == stages
+    # add exported the model: the query runs it on ONNX Runtime, without torch
+    stages = ["open", "model_load", "import_onnxruntime", "embed", "import_faiss", "index_load"]
+    assert [t.split("=")[0] for t in timings] == [*stages, "search"]
 
 
 def test_table_output_lists_paths_and_scores(imgvec, photos: Path) -> None:
@@ -165,20 +167,14 @@ def test_copies_within_one_batch_are_embedded_once(
     make_image(folder / "a.jpg", seed=1)
     shutil.copy(folder / "a.jpg", folder / "b.jpg")
     calls: list[int] = []
-    original = Models.embedder
-
-    def counting(self: Models, row):  # type: ignore[no-untyped-def]
-        embedder = original(self, row)
-        real = embedder.embed_tensors
-
-        def embed_tensors(batch):  # type: ignore[no-untyped-def]
-            calls.append(len(batch))
-            return real(batch)
-
-        embedder.embed_tensors = embed_tensors  # type: ignore[method-assign]
-        return embedder
-
-    monkeypatch.setattr(Models, "embedder", counting)
+    real = Models.embed
+    monkeypatch.setattr(
+        Models,
+        "embed",
+        lambda self, row, batch, bulk=False: (
+            calls.append(len(batch)) or real(self, row, batch, bulk)
+        ),
+    )
     report = imgvec("add", folder, *FAKE_ARGS, "--json").json()
     assert report["added"] == 2
     assert calls == [1]
@@ -355,7 +351,7 @@ def test_add_streams_only_two_batches_of_pictures_are_alive_at_once(
     def counting(*args: Any, **kwargs: Any) -> dict[str, bytes]:
         gc.collect()
         loaded = [o for o in gc.get_objects() if type(o) is batches.Loaded]
-        alive.append(sum(o.tensor is not None or o.picture is not None for o in loaded))
+        alive.append(sum(o.inputs is not None or o.picture is not None for o in loaded))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(batches, "embed_new_contents", counting)
@@ -380,5 +376,5 @@ def test_timings_of_the_real_command_start_with_its_imports(imgvec, photos: Path
         check=True,
     )
     timings = dict(t.split("=") for t in done.stderr.split("timings (s): ")[1].split())
-    assert list(timings)[:2] == ["imports", "open"] and "import_torch" not in timings
+    assert list(timings)[:3] == ["imports", "parse", "open"] and "import_torch" not in timings
     assert 0 < float(timings["imports"]) < 60

@@ -60,6 +60,7 @@ def assert_only_imgvec_lines(stderr: str) -> None:
         "ignored: ",
         "Created library",
         "Loading model",
+        "Exporting ",
         "Adding",
         "Removed ",
         "The index cannot",

@@ -1,6 +1,6 @@
 """Unit tests of imgvec.decode.images (decoding to upright 8-bit RGB, refusing bad input), of the
 content sniffing in imgvec.scan that decides which files are tried at all, and of
-imgvec.embed.runtime.prepare on a corpus of broken and odd files (tests/fault_corpus.py)."""
+imgvec.embed.pixels.prepare on a corpus of broken and odd files (tests/fault_corpus.py)."""
 
 from __future__ import annotations
 
@@ -486,12 +486,12 @@ def test_interrupts_are_not_turned_into_reasons(
 def test_any_exception_while_preprocessing_becomes_a_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(*_args: object) -> torch.Tensor:
+    def broken(*_args: object) -> np.ndarray:
         raise ValueError("bad\nsize")
 
-    monkeypatch.setattr(runtime, "preprocess_image", broken)
+    monkeypatch.setattr(pixels, "model_input", broken)
     with pytest.raises(ImageError, match=r"^cannot prepare the image for the model: bad size$"):
-        runtime.prepare(encode(Image.new("RGB", (4, 4)), "PNG"), Preprocess(32, 32))
+        pixels.prepare(encode(Image.new("RGB", (4, 4)), "PNG"), Preprocess(32, 32))
 
 
 def test_avif_without_its_image_item_is_a_corrupt_image() -> None:
@@ -552,15 +552,15 @@ def test_every_corpus_file_decodes_or_gives_a_reason(fault_corpus: list[Path]) -
     reasons: dict[str, str] = {}
     for path in fault_corpus:
         try:
-            picture, tensor = runtime.prepare(read_file(str(path)), CORPUS_PREP)
+            picture, inputs = pixels.prepare(read_file(str(path)), CORPUS_PREP)
         except ImageError as error:
             reasons[path.name] = str(error)
             continue
         assert isinstance(picture, Picture), path.name
         assert picture.image.mode == "RGB", path.name
-        assert tensor.shape == (3, 32, 32), path.name
-        assert tensor.dtype == torch.float32, path.name
-        assert torch.isfinite(tensor).all(), path.name
+        assert inputs.shape == (3, 32, 32), path.name
+        assert inputs.dtype == np.float32, path.name
+        assert np.isfinite(inputs).all(), path.name
 
     assert all(reason.strip() and "\n" not in reason for reason in reasons.values()), reasons
     refused_valid = {
@@ -681,8 +681,9 @@ def test_extreme_pictures_give_the_pixels_of_the_whole_resize(
 
 _PEAK_MEMORY = """
 import io, resource, sys
+import numpy as np
 from PIL import Image
-from imgvec.embed.runtime import prepare
+from imgvec.embed.pixels import prepare
 from imgvec.embed.spec import Preprocess
 
 def png(size):
@@ -703,9 +704,9 @@ except (OSError, StopIteration, ValueError):
 for size in [(1, 60000), (60000, 1), (10000, 1)]:
     data = png(size)
     assert len(data) < 1000
-    picture, tensor = prepare(data, prep)
-    assert tuple(tensor.shape) == (3, 224, 224), tensor.shape
-    assert bool(tensor.isfinite().all())
+    picture, inputs = prepare(data, prep)
+    assert tuple(inputs.shape) == (3, 224, 224), inputs.shape
+    assert bool(np.isfinite(inputs).all())
     assert (picture.width, picture.height) == size
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kb) // 1024)
 """

@@ -15,13 +15,11 @@ from PIL import Image
 import imgvec.embed.models.efficientnet_lite
 import imgvec.embed.models.torchvision_models  # noqa: F401  (registers the torchvision models)
 from imgvec.decode.images import decode, read_file
+from imgvec.embed.onnx import OnnxEmbedder, export
 from imgvec.embed.pixels import model_input
 from imgvec.embed.registry import get_spec, resolve_weights
 from imgvec.embed.runtime import Embedder
 from tests.conftest import SHARED_EVAL
-
-pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-from imgvec.embed.onnx import OnnxEmbedder, export
 
 MOBILENET = SHARED_EVAL / "weights" / "mobilenet_v2-imagenet-dequantized.pth"
 PHOTOS = SHARED_EVAL / "ukbench140" / "images"
@@ -57,7 +55,7 @@ def test_onnx_runtime_gives_the_torch_vectors(name: str, weights: str) -> None:
     expected = embedder.embed(images)
     onnx = OnnxEmbedder(export(embedder), embedder.dim)
     inputs = np.stack([model_input(image, spec.preprocess) for image in images])
-    got = onnx.embed(inputs)
+    got = onnx.embed_inputs(inputs)
     assert got.shape == expected.shape and got.dtype == np.float32
     cosines = (got * expected).sum(axis=1)
     assert cosines.min() >= 0.9999, cosines
@@ -74,7 +72,7 @@ def test_running_an_exported_model_imports_no_torch(tmp_path) -> None:
         "from imgvec.embed.spec import Preprocess; "
         f"m = OnnxEmbedder({str(tmp_path / 'fake.onnx')!r}, {embedder.dim}); "
         "x = model_input(Image.new('RGB', (64, 48), 'red'), Preprocess(resize=32, crop=32)); "
-        "v = m.embed(x[None]); print(v.shape[1], round(float(np.linalg.norm(v)), 4), "
+        "v = m.embed_inputs(x[None]); print(v.shape[1], round(float(np.linalg.norm(v)), 4), "
         "'torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

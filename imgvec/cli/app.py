@@ -36,7 +36,7 @@ from imgvec.cli.render import (
     print_rows,
 )
 from imgvec.errors import ImgvecError, cannot_write, storage_problem
-from imgvec.types import DupesReport, IndexVersionInfo, PairSignals
+from imgvec.types import DupesReport, IndexVersionInfo, ModelStatus, PairSignals
 
 CANNOT_CATCH_UP = "read-only here, so the newest changes are not searched"
 
@@ -301,8 +301,9 @@ def query(
         bool,
         typer.Option(
             "--timings",
-            help="Also print on stderr the seconds spent importing imgvec, opening the library, "
-            "importing torch, loading the model, embedding, opening the index and searching.",
+            help="Also print on stderr the seconds spent importing imgvec, parsing the command, "
+            "opening the library, importing ONNX Runtime or torch, loading the model, embedding, "
+            "importing FAISS, opening the index and searching.",
         ),
     ] = False,
     library: LibraryOption = None,
@@ -317,8 +318,9 @@ def query(
     opening = time.perf_counter()
     with open_library(library, db, create=False, precision=precision.value) as lib:
         stages = {"open": time.perf_counter() - opening}
-        if reporting.import_seconds is not None:  # set by the entry point (imgvec.__main__)
-            stages = {"imports": reporting.import_seconds, **stages}
+        if reporting.command_started is not None:  # set by the entry point (imgvec.__main__)
+            parse = opening - reporting.command_started
+            stages = {"imports": reporting.import_seconds or 0.0, "parse": parse, **stages}
         results = lib.query([str(i) for i in images], k=k, where=where, model=model)
         if timings:
             spent = " ".join(
@@ -370,7 +372,8 @@ def status(
     for entry in info.models:
         marker = "active" if entry.active else "stored"
         out.print(
-            f"Model:    {entry.model.label()} [{marker}], {entry.embeddings} embeddings",
+            f"Model:    {entry.model.label()} [{marker}], {entry.embeddings} embeddings, "
+            f"queries on {runtime_label(entry)}",
             markup=False,
         )
     if info.index is None:
@@ -388,6 +391,16 @@ def status(
         )
     for failure in info.failures:
         out.print(f"  unreadable: {display(failure.path)}: {failure.reason}", markup=False)
+
+
+def runtime_label(entry: ModelStatus) -> str:
+    """What runs a model for a query of a new photo, in a few words."""
+    if entry.query_runtime == "onnxruntime":
+        return "ONNX Runtime"
+    export = entry.export or {}
+    if export.get("error"):
+        return "torch (not exportable)"
+    return "torch (export missing)" if export else "torch (not exported yet)"
 
 
 @app.command()
@@ -1145,7 +1158,7 @@ def model_list(
     if json_output:
         print_json([s.to_json() for s in statuses])
         return
-    table = PlainTable("", "model", "weights", "dim", "vectors", "complete", "index")
+    table = PlainTable("", "model", "weights", "dim", "vectors", "complete", "index", "queries on")
     for s in statuses:
         table.add_row(
             "*" if s.active else "",
@@ -1155,6 +1168,7 @@ def model_list(
             f"{s.embeddings}/{s.images}",
             "yes" if s.complete else "no",
             "yes" if s.indexed else "no",
+            runtime_label(s),
         )
     out.print(table)
     out.print("* the active model (queries use it unless --model says otherwise)", markup=False)

@@ -9,16 +9,13 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
+
+import numpy as np
 
 from imgvec.decode.images import Picture, read_file
 from imgvec.errors import ImageError
 from imgvec.scan import sha256_bytes
-
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
-
 
 Item = TypeVar("Item")
 Prepared = TypeVar("Prepared")
@@ -63,7 +60,8 @@ class Loaded:
 
     content_hash: str | None = None
     picture: Picture | None = None
-    tensor: torch.Tensor | None = None
+    inputs: np.ndarray | None = None
+    """The model's input, (3, H, W) float32."""
     error: str | None = None
     """Why the file cannot be used: one line, fit to print after its path."""
     access_error: bool = False
@@ -73,7 +71,7 @@ class Loaded:
 
 def load_file(
     path: str,
-    prepare: Callable[[bytes], tuple[Picture, torch.Tensor]],
+    prepare: Callable[[bytes], tuple[Picture, np.ndarray]],
     skip_decode: Callable[[str], bool] = lambda _hash: False,
 ) -> Loaded:
     """Read, hash and prepare one file; every exception becomes the file's ``error``
@@ -87,7 +85,7 @@ def load_file(
     try:
         loaded.content_hash = sha256_bytes(data)
         if not skip_decode(loaded.content_hash):
-            loaded.picture, loaded.tensor = prepare(data)
+            loaded.picture, loaded.inputs = prepare(data)
     except ImageError as error:
         loaded.error = str(error)
     except Exception as error:  # a decoder's bug must cost one file, not the batch
@@ -99,38 +97,36 @@ def embedded_batches(
     items: Sequence[Item],
     load: Callable[[Item], Prepared],
     loaded_of: Callable[[Prepared], Loaded],
-    embed: Callable[[torch.Tensor], np.ndarray],
+    embed: Callable[[np.ndarray], np.ndarray],
     batch_size: int,
     known: set[str] | frozenset[str] = frozenset(),
 ) -> Iterator[tuple[list[Prepared], dict[str, np.ndarray]]]:
     """THE batch loop: ``load`` each item on worker threads, a batch ahead of the model, and yield
     ``(batch, vectors)``: the vectors (float32, (dim,)) of the batch's contents, by content hash,
     for those not in ``known`` (see :func:`embed_new_contents`). When the caller asks for the
-    next batch, the pictures and tensors of the last one are dropped, so that at most two
+    next batch, the pictures and model inputs of the last one are dropped, so that at most two
     batches of pixels are alive: the one being embedded and the one being decoded."""
     for batch in prefetched_batches(items, load, batch_size):
         loaded = [loaded_of(item) for item in batch]
         yield batch, embed_new_contents(embed, loaded, known)
         for done in loaded:  # the caller is done with them: do not hold three batches of pixels
-            done.picture = done.tensor = None
+            done.picture = done.inputs = None
 
 
 def embed_new_contents(
-    embed: Callable[[torch.Tensor], np.ndarray],
+    embed: Callable[[np.ndarray], np.ndarray],
     loaded: Sequence[Loaded],
     known: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, np.ndarray]:
     """Vectors of the contents (by hash) not in ``known``, each embedded once: copies in a
     batch share one forward pass. ``embed`` (a batch (B, 3, H, W) -> (B, dim) float32) is only
     called, and so the model only loaded, when there is something to embed."""
-    fresh: dict[str, torch.Tensor] = {}
+    fresh: dict[str, np.ndarray] = {}
     for item in loaded:
         content_hash = item.content_hash
-        if item.tensor is not None and content_hash is not None and content_hash not in known:
-            fresh.setdefault(content_hash, item.tensor)
+        if item.inputs is not None and content_hash is not None and content_hash not in known:
+            fresh.setdefault(content_hash, item.inputs)
     if not fresh:
         return {}
-    import torch
-
-    embedded = embed(torch.stack(list(fresh.values())))
+    embedded = embed(np.stack(list(fresh.values())))
     return dict(zip(fresh, embedded, strict=True))

@@ -1,14 +1,24 @@
-"""The models of a library, each loaded once: its input preparation and its network.
+"""The models of a library, each loaded once, on the runtime that suits the work.
 
-Imports torch only when a model is first needed (timed: the first import takes seconds).
+A query runs a model's ONNX export with ONNX Runtime (:mod:`imgvec.embed.onnx`) and never
+imports torch, whose import alone takes 2-5 s; batches (``add``, ``model use``) run on the
+runtime :func:`bulk_runtime` picks. A model without a usable export runs on torch; the export is
+made when the caller may write (:attr:`Models.may_export`), stored as an artifact of the library
+(:mod:`imgvec.embed.exports`).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from imgvec.embed import exports
+from imgvec.embed.pixels import prepare
 from imgvec.embed.registry import get_spec
 from imgvec.embed.spec import WeightsChoice
 from imgvec.errors import WeightsUnavailable
@@ -17,42 +27,69 @@ from imgvec.scan import sha256_file
 from imgvec.types import ModelInfo, ModelRow
 
 if TYPE_CHECKING:
-    import numpy as np
-    from torch import Tensor
-
     from imgvec.decode.images import Picture
     from imgvec.embed.runtime import Embedder
 
-Prepare = Callable[[bytes], "tuple[Picture, Tensor]"]
-"""Image bytes -> (decoded picture, the model's input tensor (3, crop, crop) float32)."""
+Prepare = Callable[[bytes], "tuple[Picture, np.ndarray]"]
+"""Image bytes -> (decoded picture, the model's input (3, crop, crop) float32)."""
+
+
+class Runner(Protocol):
+    """A loaded model on one runtime (``torch`` or ``onnxruntime``)."""
+
+    runtime: str
+
+    def embed_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) float32 -> (B, dim) float32, L2-normalised."""
+        ...
+
+
+def bulk_runtime(convolutional: bool, device: str, precision: str) -> str:
+    """The runtime that embeds batches (``add``, ``model use``) faster: ``onnxruntime`` for a
+    convolutional network on a CPU in fp32, where ONNX Runtime ran 1.23-1.51x torch's images/s
+    (mobilenet_v2, efficientnet_lite0, resnet50: BENCHMARKS.md, "ONNX Runtime against torch");
+    ``torch`` for a transformer (vit_b_16: 0.89x), in bf16 (torch's bfloat16 kernels; the export
+    is fp32) and on CUDA (the onnxruntime package runs on the CPU)."""
+    return "onnxruntime" if convolutional and device == "cpu" and precision == "fp32" else "torch"
 
 
 class Models:
     """Loads models by their stored identity (a :class:`~imgvec.types.ModelRow` with an ``id``).
 
     ``precision``: ``auto``, ``fp32`` or ``bf16`` (see :func:`imgvec.embed.runtime.auto_precision`);
-    it applies to models loaded after it is set.
+    it applies to models loaded after it is set. ``root`` and ``sessions``: the library, where
+    the exports are kept.
     """
 
-    def __init__(self, reporter: Reporter, stopwatch: Stopwatch, precision: str = "auto") -> None:
+    def __init__(
+        self,
+        reporter: Reporter,
+        stopwatch: Stopwatch,
+        root: Path,
+        sessions: sessionmaker[Session],
+        precision: str = "auto",
+    ) -> None:
         self.reporter = reporter
         self.stopwatch = stopwatch
+        self.root = root
+        self.sessions = sessions
         self.precision = precision
+        self.may_export = False
+        """Whether exports may be written: the caller holds the library's write lock."""
         self._loaded: dict[int, Embedder] = {}
+        self._runners: dict[tuple[int, bool], Runner] = {}
 
     def preparer(self, row: ModelRow) -> Prepare:
-        """The model's input preparation, without loading the model (see
-        :func:`imgvec.embed.runtime.prepare`)."""
-        with self.stopwatch("import torch"):  # the first time: seconds, often more than the model
-            from imgvec.embed.runtime import prepare
-
+        """The model's input preparation, without loading the model (numpy and Pillow only; see
+        :func:`imgvec.embed.pixels.prepare`)."""
         return functools.partial(prepare, prep=get_spec(row.name).preprocess)
 
     def embedder(self, row: ModelRow) -> Embedder:
-        """The model, loaded on first use. Raises :class:`WeightsUnavailable` when its weights
-        file is missing or changed, or its weights cannot be fetched."""
+        """The model on torch, loaded on first use. Raises :class:`WeightsUnavailable` when its
+        weights file is missing or changed, or its weights cannot be fetched."""
         if row.id not in self._loaded:
-            from imgvec.embed.runtime import Embedder
+            with self.stopwatch("import torch"):  # the first time: seconds
+                from imgvec.embed.runtime import Embedder
 
             if row.weights_path is not None:
                 try:
@@ -64,7 +101,7 @@ class Models:
                         f"the weights file {row.weights_path} is missing or has changed; pass the "
                         f"original file again with --weights PATH ({row.weights})"
                     )
-            self.reporter.notice(f"Loading model {ModelInfo.of(row).label()}")
+            self.reporter.notice(f"Loading model {ModelInfo.of(row).label()} (torch)")
             with self.stopwatch("model load"):
                 self._loaded[row.id] = Embedder(
                     get_spec(row.name),
@@ -74,12 +111,109 @@ class Models:
                 )
         return self._loaded[row.id]
 
-    def embed(self, row: ModelRow, batch: Tensor) -> np.ndarray:
-        """Vectors (B, dim) float32, L2-normalised, of a prepared batch (B, 3, H, W); the model
-        is loaded first if needed (timed apart, as ``model load``)."""
+    def runner(self, row: ModelRow, bulk: bool = False) -> Runner:
+        """The model on the runtime for the work: for a query (``bulk`` False) its export on
+        ONNX Runtime where the library has a usable one, else torch; for batches the runtime
+        :func:`bulk_runtime` picks. Where the caller may write and the export is missing, it is
+        made first, whichever runtime runs the batches."""
+        key = (row.id, bulk)
+        if key not in self._runners:
+            self._runners[key] = self._choose(row, bulk)
+        return self._runners[key]
+
+    def _choose(self, row: ModelRow, bulk: bool) -> Runner:
+        if bulk:
+            from imgvec.embed.runtime import auto_precision, pick_device
+
+            device = pick_device()
+            precision = auto_precision(device) if self.precision == "auto" else self.precision
+            chosen = bulk_runtime(get_spec(row.name).channels_last, device.type, precision)
+            if chosen == "torch":
+                embedder = self.embedder(row)
+                self._export_of(row)  # for the queries: torch is loaded now anyway
+                return embedder
+        data = self._export_of(row)
+        if data is None:
+            return self.embedder(row)
+        with self.stopwatch("import onnxruntime"):
+            import onnxruntime  # noqa: F401  (timed here; the session below uses it)
+
+            from imgvec.embed.onnx import OnnxEmbedder
+        self.reporter.notice(f"Loading model {ModelInfo.of(row).label()} (ONNX Runtime)")
+        with self.stopwatch("model load"):
+            return OnnxEmbedder(data, row.dim)
+
+    def _export_of(self, row: ModelRow) -> bytes | None:
+        """The model's export, checked; made now when it is missing and exports may be written.
+        None: the model runs on torch."""
+        with self.stopwatch("model load"), self.sessions() as session:
+            stored = exports.load(self.root, session, row.id)
+        if stored.problem is not None:
+            self.reporter.notice(
+                f"The ONNX export of {row.name} is not used: {stored.problem}; it runs on torch "
+                "until the export is made again"
+            )
+        if stored.data is not None or stored.failed is not None or not self.may_export:
+            return stored.data
+        return self.export(row)
+
+    def needs_export(self, row: ModelRow) -> bool:
+        """The model ran on torch here for want of an export that could be made: a command may
+        take the write lock and :meth:`export` it."""
+        runner = self._runners.get((row.id, False))
+        if runner is None or runner.runtime != "torch":
+            return False
+        with self.sessions() as session:
+            stored = exports.load(self.root, session, row.id)
+        return stored.data is None and stored.failed is None
+
+    def export(self, row: ModelRow) -> bytes | None:
+        """Export the model to ONNX, check it and record it in the library (the caller holds the
+        write lock); None when it cannot be exported: that is recorded, with a notice, and the
+        model runs on torch."""
+        from imgvec.embed import onnx
+
         embedder = self.embedder(row)
+        self.reporter.notice(f"Exporting {row.name} to ONNX for queries without torch (once)")
+        replaced: str | None
+        with self.stopwatch("onnx export"):
+            try:
+                data: bytes | None = onnx.export(embedder)
+            except ImportError as error:  # an install without the exporter: nothing to record
+                self.reporter.notice(f"Cannot export to ONNX ({error}); {row.name} runs on torch")
+                return None
+            except MemoryError:
+                raise
+            except Exception as error:
+                data = None
+                reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+            with self.sessions() as session, session.begin():
+                if data is not None:
+                    replaced = exports.save(self.root, session, row.id, data, onnx.exporter())
+                else:
+                    replaced = exports.record_failure(session, row.id, reason, onnx.exporter())
+            if replaced is not None:
+                (self.root / replaced).unlink(missing_ok=True)
+        if data is None:
+            self.reporter.notice(
+                f"{row.name} cannot be exported to ONNX ({reason}); it runs on torch"
+            )
+        return data
+
+    def embed(self, row: ModelRow, batch: np.ndarray, bulk: bool = False) -> np.ndarray:
+        """Vectors (B, dim) float32, L2-normalised, of prepared inputs (B, 3, H, W) float32; the
+        model is loaded first if needed (timed apart, as ``model load``). ``bulk``: a batch of
+        ``add`` or ``model use`` (see :meth:`runner`)."""
+        runner = self.runner(row, bulk)
         with self.stopwatch("embed"):
-            return embedder.embed_tensors(batch)
+            return runner.embed_inputs(batch)
+
+    def runtime_of(self, row: ModelRow, bulk: bool = False) -> str | None:
+        """The runtime the model ran on here (``torch`` or ``onnxruntime``); None: not loaded."""
+        runner = self._runners.get((row.id, bulk))
+        return None if runner is None else runner.runtime
 
     def forget(self, model_id: int) -> None:
         self._loaded.pop(model_id, None)
+        for key in [k for k in self._runners if k[0] == model_id]:
+            del self._runners[key]

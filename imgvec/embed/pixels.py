@@ -16,12 +16,36 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from imgvec.decode.images import Picture, decode, one_line
 from imgvec.embed.spec import Preprocess
+from imgvec.errors import ImageError
 
 WHOLE_RESIZE_ASPECT = 16
 """Pictures up to this aspect ratio (long side / short side: every photo and panorama) are
 resized whole; longer ones only where the centre crop needs them (:func:`model_input`)."""
 _TO_UNIT = np.float32(1 / 255)
+
+
+def prepare(data: bytes, prep: Preprocess) -> tuple[Picture, np.ndarray]:
+    """Image bytes -> the decoded picture and the model's input (float32, shape
+    ``(3, prep.crop, prep.crop)``, see :func:`model_input`).
+
+    JPEGs are decoded at a reduced size that still covers the resize (``draft``), so a
+    12-megapixel photo costs a fraction of a full decode; very large images of other formats are
+    box-reduced likewise (:func:`imgvec.decode.images.decode`).
+
+    Raises :class:`ImageError` with a one-line reason for anything wrong with this one file,
+    ``MemoryError`` included; only ``KeyboardInterrupt`` and ``SystemExit`` pass through.
+    """
+    picture = decode(data, min_side=prep.resize)
+    try:
+        return picture, model_input(picture.image, prep)
+    except MemoryError as error:
+        raise ImageError(
+            f"not enough memory to prepare this {picture.width}x{picture.height} image"
+        ) from error
+    except Exception as error:
+        raise ImageError(f"cannot prepare the image for the model: {one_line(error)}") from error
 
 
 def model_input(image: Image.Image, prep: Preprocess) -> np.ndarray:

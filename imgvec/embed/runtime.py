@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imgvec.decode.images import Picture, decode, one_line
 from imgvec.embed.pixels import model_input
 from imgvec.embed.spec import PRECISIONS, RANDOM_SEED, ModelSpec, Preprocess, WeightsChoice
-from imgvec.errors import ImageError, WeightsUnavailable
+from imgvec.errors import WeightsUnavailable
 
 OFFLINE_HINT = (
     "use the offline model, whose weights install with imgvec (--model efficientnet_lite0), or "
@@ -72,28 +71,6 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
         return fuse(model)
     except Exception:  # not traceable (data-dependent control flow, such as timm's padding)
         return model
-
-
-def prepare(data: bytes, prep: Preprocess) -> tuple[Picture, torch.Tensor]:
-    """Image bytes -> the decoded picture and the model's input tensor (float32, shape
-    ``(3, prep.crop, prep.crop)``, see :func:`preprocess_image`).
-
-    JPEGs are decoded at a reduced size that still covers the resize (``draft``), so a
-    12-megapixel photo costs a fraction of a full decode; very large images of other formats are
-    box-reduced likewise (:func:`imgvec.decode.images.decode`).
-
-    Raises :class:`ImageError` with a one-line reason for anything wrong with this one file,
-    ``MemoryError`` included; only ``KeyboardInterrupt`` and ``SystemExit`` pass through.
-    """
-    picture = decode(data, min_side=prep.resize)
-    try:
-        return picture, preprocess_image(picture.image, prep)
-    except MemoryError as error:
-        raise ImageError(
-            f"not enough memory to prepare this {picture.width}x{picture.height} image"
-        ) from error
-    except Exception as error:
-        raise ImageError(f"cannot prepare the image for the model: {one_line(error)}") from error
 
 
 def preprocess_image(image: Image.Image, prep: Preprocess) -> torch.Tensor:
@@ -152,6 +129,8 @@ def build_model(spec: ModelSpec, layer: str, weights: WeightsChoice) -> torch.nn
 class Embedder:
     """A loaded model that turns pictures into L2-normalised float32 vectors."""
 
+    runtime = "torch"
+
     def __init__(
         self,
         spec: ModelSpec,
@@ -186,6 +165,11 @@ class Embedder:
                 f"expected {self.dim}"
             )
         return vectors
+
+    def embed_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) float32 model inputs (:func:`imgvec.embed.pixels.model_input`) ->
+        (B, dim) float32 L2-normalised vectors."""
+        return self.embed_tensors(torch.from_numpy(inputs))
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         prep = self.spec.preprocess

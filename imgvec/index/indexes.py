@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec.index import artifacts
+from imgvec.reporting import Stopwatch
 from imgvec.storage.schema import EmbeddingModel
 from imgvec.types import IndexVersionInfo
 
@@ -21,16 +22,22 @@ class Indexes:
     """Each model's versioned index (:class:`imgvec.index.segments.IndexStore`), opened once."""
 
     def __init__(
-        self, root: Path, sessions: sessionmaker[Session], notice: Callable[[str], None]
+        self,
+        root: Path,
+        sessions: sessionmaker[Session],
+        notice: Callable[[str], None],
+        stopwatch: Stopwatch | None = None,
     ) -> None:
         self.root = root
+        self.stopwatch = stopwatch or Stopwatch()
         self.sessions = sessions
         self.notice = notice
         self._stores: dict[int, IndexStore] = {}
 
     def of(self, model: EmbeddingModel) -> IndexStore:
         if model.id not in self._stores:
-            from imgvec.index.segments import IndexStore
+            with self.stopwatch("import faiss"):  # the first time: a tenth of a second
+                from imgvec.index.segments import IndexStore
 
             self._stores[model.id] = IndexStore(self.root, self.sessions, model, self.notice)
         return self._stores[model.id]

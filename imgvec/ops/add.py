@@ -206,15 +206,20 @@ class _Batches:
         self.claimed: set[int] = set()
         self.prepare: Prepare | None = None
 
+    def _embed(self, batch: np.ndarray) -> np.ndarray:
+        vectors = self.parts.models.embed(self.model, batch, bulk=True)
+        self.report.runtime = self.parts.models.runtime_of(self.model, bulk=True)
+        return vectors
+
     def run(self, pending: list[_Prepared], batch_size: int) -> None:
         if not pending:
             return
-        self.prepare = self.parts.models.preparer(self.model)  # imports torch: only with work
+        self.prepare = self.parts.models.preparer(self.model)
         batches = embedded_batches(
             pending,
             self._prepare,
             lambda item: item.loaded,
-            lambda batch: self.parts.models.embed(self.model, batch),
+            self._embed,
             batch_size,
             self.reusable,
         )

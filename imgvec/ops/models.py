@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from imgvec.embed import exports
 from imgvec.embed.registry import get_spec, resolve_weights
 from imgvec.errors import ImgvecError, ModelError
 from imgvec.ops.parts import Parts
@@ -95,10 +96,12 @@ def statuses(parts: Parts) -> list[ModelStatus]:
     with parts.sessions() as session:
         active = store.active_model(session)
         images, counts = store.vector_counts(session)
+        exported = store.model_exports(session)
         result = []
         for row in store.models(session):
             vectors = counts.get(row.id, 0)
             version = store.active_version(session, row.id)
+            export = exported.get(row.id)
             result.append(
                 ModelStatus(
                     ModelInfo.of(row),
@@ -107,6 +110,10 @@ def statuses(parts: Parts) -> list[ModelStatus]:
                     images=images,
                     complete=vectors == images,
                     indexed=version is not None,
+                    export=None if export is None else exports.describe(export),
+                    query_runtime="onnxruntime"
+                    if export is not None and exports.present(parts.root, export)
+                    else "torch",
                 )
             )
     return result

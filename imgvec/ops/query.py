@@ -114,7 +114,7 @@ def _embed(
     and no vector."""
     if not positions:
         return {}
-    prepare = parts.models.preparer(model)  # imports torch (timed)
+    prepare = parts.models.preparer(model)
 
     def load(position: int) -> tuple[int, Loaded]:
         return position, load_file(results[position].query, prepare)

@@ -47,7 +47,7 @@ def use_model(parts: Parts, row: EmbeddingModel, batch_size: int) -> SwitchRepor
         todo,
         prepare,
         lambda item: item.loaded,
-        lambda batch: parts.models.embed(row, batch),
+        lambda batch: _embed(parts, row, batch, report),
         batch_size,
         reusable,
     )
@@ -100,3 +100,11 @@ def _commit(
                 report.failed += 1
                 continue
             store.put_vector(session, item.image_id, row.id, vector)
+
+
+def _embed(
+    parts: Parts, row: EmbeddingModel, batch: np.ndarray, report: SwitchReport
+) -> np.ndarray:
+    vectors = parts.models.embed(row, batch, bulk=True)
+    report.runtime = parts.models.runtime_of(row, bulk=True)
+    return vectors

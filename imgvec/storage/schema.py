@@ -140,6 +140,25 @@ class Change(Base):
     image_id: Mapped[int] = mapped_column(Integer)
 
 
+class ModelExport(Base):
+    """A model's ONNX export (issue 15): the file queries run with ONNX Runtime, without torch;
+    or, with ``error`` set, why the model could not be exported (it runs on torch)."""
+
+    __tablename__ = "model_exports"
+
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str | None] = mapped_column(Text)
+    """Relative to the library directory: ``models/m<model id>-<sha256[:12]>.onnx``."""
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    exporter: Mapped[str] = mapped_column(String(100))
+    """What made it: ``torch <version>, opset <n>``."""
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class IndexSegment(Base):
     """An immutable FAISS index file: a trained ``base`` or a small exact ``delta``."""
 

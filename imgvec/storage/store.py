@@ -27,6 +27,7 @@ from imgvec.storage.schema import (
     IndexVersion,
     IndexVersionSegment,
     LibraryState,
+    ModelExport,
     utcnow,
 )
 
@@ -247,7 +248,7 @@ def images_missing_vectors(session: Session, model_id: int) -> list[tuple[int, s
 
 
 def drop_model(session: Session, model_id: int) -> list[str]:
-    """Delete a model with its vectors, change log and index rows; returns its index files."""
+    """Delete a model with its vectors, change log, index and export rows; returns their files."""
     versions = select(IndexVersion.id).where(IndexVersion.model_id == model_id)
     session.execute(delete(IndexVersionSegment).where(IndexVersionSegment.version_id.in_(versions)))
     session.execute(delete(IndexVersion).where(IndexVersion.model_id == model_id))
@@ -255,6 +256,10 @@ def drop_model(session: Session, model_id: int) -> list[str]:
         session.scalars(select(IndexSegment.path).where(IndexSegment.model_id == model_id))
     )
     session.execute(delete(IndexSegment).where(IndexSegment.model_id == model_id))
+    export = session.get(ModelExport, model_id)
+    if export is not None:
+        paths += [export.path] if export.path else []
+        session.delete(export)
     session.execute(delete(Change).where(Change.model_id == model_id))
     session.execute(delete(Embedding).where(Embedding.model_id == model_id))
     session.execute(delete(EmbeddingModel).where(EmbeddingModel.id == model_id))
@@ -581,6 +586,32 @@ def version(session: Session, version_id: int) -> IndexVersion | None:
 
 def segment_paths(session: Session) -> set[str]:
     return set(session.scalars(select(IndexSegment.path)))
+
+
+# --- model exports -------------------------------------------------------------------------------
+
+
+def model_export(session: Session, model_id: int) -> ModelExport | None:
+    return session.get(ModelExport, model_id)
+
+
+def model_exports(session: Session) -> dict[int, ModelExport]:
+    return {e.model_id: e for e in session.scalars(select(ModelExport))}
+
+
+def set_model_export(session: Session, model_id: int, **fields: Any) -> str | None:
+    """Record the model's export (replacing the one before); returns the file it replaced."""
+    previous = session.get(ModelExport, model_id)
+    old = None if previous is None else previous.path
+    if previous is not None:
+        session.delete(previous)
+        session.flush()
+    session.add(ModelExport(model_id=model_id, **fields))
+    return old
+
+
+def export_paths(session: Session) -> set[str]:
+    return {p for p in session.scalars(select(ModelExport.path)) if p is not None}
 
 
 # --- duplicates ----------------------------------------------------------------------------------

@@ -7,12 +7,13 @@ its output is the embedding (for example replacing the classifier with ``Identit
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from imgvec.embed.registry import register
 from imgvec.embed.spec import Layer, ModelSpec, Preprocess
+
+if TYPE_CHECKING:  # torch is imported when a model is built, not when it is registered
+    from torch import nn
 
 
 def _torchvision_model(name: str) -> Callable[[], nn.Module]:
@@ -37,6 +38,8 @@ def _replace(attribute: str) -> Callable[[nn.Module], nn.Module]:
     """A head that swaps ``model.<attribute>`` for Identity (drops the classifier)."""
 
     def head(model: nn.Module) -> nn.Module:
+        from torch import nn
+
         setattr(model, attribute, nn.Identity())
         return model
 
@@ -47,21 +50,18 @@ def _unchanged(model: nn.Module) -> nn.Module:
     return model
 
 
-class _VggLayer(nn.Module):
-    """VGG16 cut at a fully connected layer (``fc_end`` modules of the classifier) or at pool5."""
+def _vgg_layer(fc_end: int | None) -> Callable[[nn.Module], nn.Module]:
+    """A head that cuts VGG16 at a fully connected layer (``fc_end`` modules of the
+    classifier), or at pool5 (global average pooling of conv5_3) for None."""
 
-    def __init__(self, vgg: nn.Module, fc_end: int | None) -> None:
-        super().__init__()
-        self.features = vgg.features
+    def head(vgg: nn.Module) -> nn.Module:
+        from torch import nn
+
         if fc_end is None:
-            self.pool: nn.Module = nn.AdaptiveAvgPool2d(1)
-            self.classifier: nn.Module = nn.Identity()
-        else:
-            self.pool = vgg.avgpool
-            self.classifier = vgg.classifier[:fc_end]
+            return nn.Sequential(vgg.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        return nn.Sequential(vgg.features, vgg.avgpool, nn.Flatten(1), vgg.classifier[:fc_end])
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.classifier(self.pool(self.features(x)).flatten(1))
+    return head
 
 
 def _tv(
@@ -114,9 +114,9 @@ _tv(
     "vgg16",
     "VGG16_Weights.IMAGENET1K_V1",
     {
-        "pool5": Layer(512, lambda m: _VggLayer(m, None), "global-average-pooled conv5_3"),
-        "fc6": Layer(4096, lambda m: _VggLayer(m, 2), "first fully connected layer, after ReLU"),
-        "fc7": Layer(4096, lambda m: _VggLayer(m, 5), "second fully connected layer, after ReLU"),
+        "pool5": Layer(512, _vgg_layer(None), "global-average-pooled conv5_3"),
+        "fc6": Layer(4096, _vgg_layer(2), "first fully connected layer, after ReLU"),
+        "fc7": Layer(4096, _vgg_layer(5), "second fully connected layer, after ReLU"),
     },
     "fc7",
     Preprocess(resize=256, crop=224),

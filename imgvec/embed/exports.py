@@ -1,0 +1,120 @@
+"""Each model's ONNX export, an artifact of the library (issue 15): the file queries run with
+ONNX Runtime instead of importing torch.
+
+Kept like an index segment (:mod:`imgvec.index.artifacts`): written atomically into the
+library's ``models/`` folder under a name made of the model's id and the file's sha256, then
+recorded in ``model_exports`` with that sha256 and its size. A file that is missing or does not
+match its record is never run: the model runs on torch, and the export is made again by the
+next command that may write. A model that cannot be exported (a registered model the exporter
+cannot trace) is recorded with the reason, so it is tried once, not on every command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from imgvec.atomic import TEMP_PREFIX, atomic_write
+from imgvec.storage import store
+from imgvec.storage.schema import ModelExport
+
+EXPORT_DIR = "models"
+OUR_FILE = re.compile(r"m\d+-[0-9a-f]{12}\.onnx")
+"""Names imgvec gives export files."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a library holds of a model's export."""
+
+    data: bytes | None = None
+    """The file's bytes, checked against the record; None: there is no usable export."""
+    problem: str | None = None
+    """Why a recorded export is not usable (its file is missing or damaged)."""
+    failed: str | None = None
+    """Why the model could not be exported (recorded; not tried again)."""
+
+
+def load(root: Path, session: Session, model_id: int) -> Stored:
+    """The model's export as recorded, read and checked (size and sha256)."""
+    row = store.model_export(session, model_id)
+    if row is None:
+        return Stored()
+    if row.path is None:
+        return Stored(failed=row.error or "unknown reason")
+    try:
+        data = (root / row.path).read_bytes()
+    except OSError as error:
+        return Stored(problem=f"its file {row.path} cannot be read ({error.strerror or error})")
+    if len(data) != row.size_bytes or hashlib.sha256(data).hexdigest() != row.sha256:
+        return Stored(problem=f"its file {row.path} is damaged (its sha256 does not match)")
+    return Stored(data)
+
+
+def describe(row: ModelExport) -> dict[str, Any]:
+    """What ``status`` and ``model list`` show of an export record."""
+    return {
+        "path": row.path,
+        "size_bytes": row.size_bytes,
+        "exporter": row.exporter,
+        "error": row.error,
+    }
+
+
+def present(root: Path, row: ModelExport) -> bool:
+    """The recorded file is there at its recorded size (a stat: no hashing)."""
+    if row.path is None:
+        return False
+    try:
+        return (root / row.path).stat().st_size == row.size_bytes
+    except OSError:
+        return False
+
+
+def save(root: Path, session: Session, model_id: int, data: bytes, exporter: str) -> str | None:
+    """Write the export (atomically) and record it in ``session``. Returns the file (relative
+    to ``root``) of the export it replaced, if another: the caller commits, then deletes it. The
+    caller holds the library's write lock."""
+    digest = hashlib.sha256(data).hexdigest()
+    path = root / EXPORT_DIR / f"m{model_id}-{digest[:12]}.onnx"
+    atomic_write(path, lambda temp: temp.write_bytes(data))
+    old = store.set_model_export(
+        session,
+        model_id,
+        path=relative(path),
+        sha256=digest,
+        size_bytes=len(data),
+        exporter=exporter,
+    )
+    return None if old == relative(path) else old
+
+
+def record_failure(session: Session, model_id: int, reason: str, exporter: str) -> str | None:
+    """Record that the model cannot be exported. Returns an earlier export's file, if any (the
+    caller commits, then deletes it)."""
+    return store.set_model_export(session, model_id, exporter=exporter, error=reason)
+
+
+def relative(path: Path) -> str:
+    """How ``model_exports.path`` names a file of the export folder."""
+    return f"{EXPORT_DIR}/{path.name}"
+
+
+def remove_orphans(root: Path, known: set[str]) -> int:
+    """Delete imgvec's files in the export folder that no record names (left by a killed
+    writer, or replaced); how many. The caller holds the write lock."""
+    directory = root / EXPORT_DIR
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for path in directory.iterdir():
+        ours = path.name.startswith(TEMP_PREFIX) or OUR_FILE.fullmatch(path.name) is not None
+        if ours and path.is_file() and relative(path) not in known:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
