@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -130,32 +131,48 @@ class Models:
             chosen = bulk_runtime(get_spec(row.name).channels_last, device.type, precision)
             if chosen == "torch":
                 embedder = self.embedder(row)
-                self._export_of(row)  # for the queries: torch is loaded now anyway
+                self._export_of(row, verify=True)  # for the queries: torch is loaded anyway
                 return embedder
-        data = self._export_of(row)
-        if data is None:
+        stored = self._export_of(row, verify=False)
+        if stored.data is None:
             return self.embedder(row)
         with self.stopwatch("import onnxruntime"):
             import onnxruntime  # noqa: F401  (timed here; the session below uses it)
 
             from imgvec.embed.onnx import OnnxEmbedder
         self.reporter.notice(f"Loading model {ModelInfo.of(row).label()} (ONNX Runtime)")
-        with self.stopwatch("model load"):
-            return OnnxEmbedder(data, row.dim)
+        with self.stopwatch("model load"), ThreadPoolExecutor(1) as pool:
+            # The file's hash beside the session's making (hashlib releases the GIL).
+            checked = pool.submit(exports.verified, stored)
+            try:
+                runner, failure = OnnxEmbedder(stored.data, row.dim, optimize=bulk), None
+            except Exception as error:  # a damaged file, mostly: the hash says
+                runner, failure = None, " ".join(str(error).split())[:200]
+            problem = checked.result().problem
+        if problem is None and failure is not None:
+            problem = f"ONNX Runtime cannot load {stored.path} ({failure})"
+        if problem is None and runner is not None:
+            return runner
+        self._not_used(row, problem)
+        data = self.export(row) if self.may_export else None
+        return self.embedder(row) if data is None else OnnxEmbedder(data, row.dim, optimize=bulk)
 
-    def _export_of(self, row: ModelRow) -> bytes | None:
-        """The model's export, checked; made now when it is missing and exports may be written.
-        None: the model runs on torch."""
+    def _export_of(self, row: ModelRow, verify: bool) -> exports.Stored:
+        """The model's export (its size checked, and with ``verify`` its hash); made now when it
+        is missing and exports may be written. No ``data``: the model runs on torch."""
         with self.stopwatch("model load"), self.sessions() as session:
-            stored = exports.load(self.root, session, row.id)
+            stored = exports.load(self.root, session, row.id, verify=verify)
         if stored.problem is not None:
-            self.reporter.notice(
-                f"The ONNX export of {row.name} is not used: {stored.problem}; it runs on torch "
-                "until the export is made again"
-            )
+            self._not_used(row, stored.problem)
         if stored.data is not None or stored.failed is not None or not self.may_export:
-            return stored.data
-        return self.export(row)
+            return stored
+        return exports.Stored(self.export(row))
+
+    def _not_used(self, row: ModelRow, problem: str) -> None:
+        self.reporter.notice(
+            f"The ONNX export of {row.name} is not used: {problem}; it runs on torch "
+            "until the export is made again"
+        )
 
     def needs_export(self, row: ModelRow) -> bool:
         """The model ran on torch here for want of an export that could be made: a command may
