@@ -45,6 +45,7 @@ from imgvec.ops import query as query_op
 from imgvec.ops.add import add_paths
 from imgvec.ops.models import DEFAULT_MODEL
 from imgvec.ops.parts import Parts
+from imgvec.ops.query import combine, text_label
 from imgvec.ops.switch import use_model
 from imgvec.reporting import Reporter, SilentReporter, Stopwatch
 from imgvec.storage import store
@@ -91,6 +92,8 @@ __all__ = [
     "ModelInfo",
     "QueryHit",
     "QueryResult",
+    "combine",
+    "text_label",
 ]
 
 
@@ -121,6 +124,8 @@ class Library:
         self.engine = engine
         self.reporter = reporter
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._query_rows: list[EmbeddingModel] = []
+        """The models queries ran here (:meth:`make_exports`)."""
         self.stopwatch = Stopwatch()
         """Time spent loading models, embedding, opening indexes and searching."""
         self.parts = Parts(
@@ -362,32 +367,59 @@ class Library:
 
     def query(
         self,
-        images: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+        images: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] = (),
         k: int = DEFAULT_K,
         where: str | None = None,
         model: str | None = None,
+        text: Sequence[str] | str = (),
     ) -> list[QueryResult]:
         """For each image, the k most similar library images, best first, with cosine scores.
 
         ``where`` is an SQL condition on the ``photos`` view (e.g. ``"camera_make = 'Canon'"``):
         only matching images are returned, still k of them when k match. ``model`` queries
         another stored model with a complete index (see :meth:`models`) instead of the active one.
+        ``text``: words, for a model with a text tower (see :meth:`embed_texts`): each image's
+        vector is combined with theirs (:func:`imgvec.ops.query.combine`: each part normalised,
+        summed, normalised); without images, one result answers the words alone.
         """
         row = self._query_model(k, model)
-        results = query_op.query(
-            self.parts, self.engine, row, _paths(images), k, where, self.current_index_version
+        texts = [text] if isinstance(text, str) else list(text)
+        paths = _paths(images) if images else []
+        if not paths and not texts:
+            raise ImgvecError("nothing to search for: give query images, words, or both")
+        words = (texts, self._embed_texts(row, texts)) if texts else None
+        return query_op.query(
+            self.parts, self.engine, row, paths, k, where, self.current_index_version, words
         )
-        self._export_if_needed(row)
-        return results
 
-    def _export_if_needed(self, row: EmbeddingModel) -> None:
-        """After a query ran the model on torch for want of an ONNX export: make the export,
-        so that the next query skips torch, where this process may write now (else later)."""
-        if self.read_only or not self.parts.models.needs_export(row):
+    def embed_texts(self, texts: Sequence[str], model: str | None = None) -> np.ndarray:
+        """The vectors ((N, dim) float32, L2-normalised) of texts, by the text tower of a joint
+        image-text model of the library (the active one by default; see ``imgvec models``, the
+        ``text`` column), in its images' space. Raises :class:`ModelError` for a model without
+        a text tower, naming those with one, and :class:`ImgvecError` for an empty text."""
+        row = self.searchable_model(model) if model else self.active_model_row()
+        return self._embed_texts(row, texts)
+
+    def _embed_texts(self, row: EmbeddingModel, texts: Sequence[str]) -> np.ndarray:
+        if not texts or any(not t.strip() for t in texts):
+            raise ImgvecError("a text to search for must not be empty")
+        return self.parts.models.embed_texts(row, texts)
+
+    def make_exports(self) -> None:
+        """Make the ONNX export of each model that a query here ran on torch for want of one
+        (a library made before exports existed, or whose export was lost), so that the next
+        query runs without torch. Best effort, after the answers (``imgvec query`` calls it
+        once it has printed them): nothing happens on a read-only library or while another
+        process writes; a later command makes it then."""
+        if self.read_only:
+            return
+        pending = [r for r in self._query_rows if self.parts.models.needs_export(r)]
+        if not pending:
             return
         try:
             with self.writing():
-                self.parts.models.export(row)
+                for row in pending:
+                    self.parts.models.export(row)
         except Exception as error:  # another writer, or no room: a later command makes it
             if not isinstance(error, LibraryLocked | StorageError) and not storage_problem(error):
                 raise
@@ -435,10 +467,16 @@ class Library:
         return self._search_one(QueryResult(name), row, vector, k, where)
 
     def query_id(
-        self, image_id: int, k: int = DEFAULT_K, where: str | None = None, model: str | None = None
+        self,
+        image_id: int,
+        k: int = DEFAULT_K,
+        where: str | None = None,
+        model: str | None = None,
+        words: np.ndarray | None = None,
     ) -> QueryResult:
         """Like :meth:`query` for a library image by id, from its stored vector (no model runs;
-        "more like this"). Raises :class:`ImageNotFound` when no image has that id and a vector
+        "more like this"); ``words`` ((N, dim), from :meth:`embed_texts`) are combined with it as
+        :meth:`query` does. Raises :class:`ImageNotFound` when no image has that id and a vector
         of the model."""
         row = self._query_model(k, model)
         with self.session() as session:
@@ -447,11 +485,17 @@ class Library:
         if image is None or data is None:
             raise ImageNotFound(f"no image with id {image_id} and a vector of {row.name}")
         result = QueryResult(image.path, vector_source="stored")
-        return self._search_one(result, row, store.bytes_to_vector(data), k, where)
+        vector = store.bytes_to_vector(data)
+        if words is not None:
+            vector = query_op.combine([vector, *words])
+        return self._search_one(result, row, vector, k, where)
 
     def _query_model(self, k: int, model: str | None) -> EmbeddingModel:
         _check_k(k)
-        return self.searchable_model(model) if model else self.active_model_row()
+        row = self.searchable_model(model) if model else self.active_model_row()
+        if all(r.id != row.id for r in self._query_rows):
+            self._query_rows.append(row)
+        return row
 
     def _search_one(
         self,

@@ -118,7 +118,8 @@ class QueryResult(Data):
     filter: dict[str, Any] | None = None
     """With ``where``: the condition, how many images matched, and the strategy used."""
     vector_source: str = "embedded"
-    """``stored`` when the query image is in the library and its stored vector was used."""
+    """``stored`` when the query image is in the library and its stored vector was used;
+    ``text`` for a query by words alone. An image combined with words keeps its own source."""
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -5,6 +5,7 @@ damaged, made again, and a model that cannot be exported runs on torch with one 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -222,8 +223,10 @@ def test_a_query_on_a_read_only_library_writes_no_export(
         assert lib.parts.models.runtime_of(lib.active_model_row()) == "torch"
     assert not list((library / "models").iterdir())
 
-    with Library.open(library) as lib:  # a query that may write makes it, for the next one
+    with Library.open(library) as lib:  # a query ran on torch: make_exports makes it
         lib.query([query], k=2)
+        assert not list((library / "models").glob("*.onnx"))  # not while answering
+        lib.make_exports()
     assert len(list((library / "models").glob("*.onnx"))) == 1
 
 
@@ -242,6 +245,7 @@ def test_add_of_a_convolutional_network_runs_its_batches_on_the_faster_runtime(
     paths = [make_image(folder / f"{i}.jpg", seed=i, size=(240, 180)) for i in range(3)]
     report = imgvec("add", folder, "--model", "efficientnet_lite0", "--json")
     assert report.exit_code == 0, report.stderr
+    assert report.stderr.count("Exporting") == 1 and "not used" not in report.stderr
     expected = bulk_runtime(True, "cpu", auto_precision(torch.device("cpu")))
     if torch.cuda.is_available():
         expected = "torch"
@@ -270,3 +274,32 @@ def test_add_of_a_convolutional_network_runs_its_batches_on_the_faster_runtime(
 )
 def test_bulk_runtime_rule(convolutional: bool, device: str, precision: str, runtime: str) -> None:
     assert bulk_runtime(convolutional, device, precision) == runtime
+
+
+@pytest.mark.parametrize("blocked", ["a file", "read-only"])
+def test_an_export_that_cannot_be_written_costs_a_notice_not_the_command(
+    imgvec, photos: Path, library: Path, tmp_path: Path, blocked: str
+) -> None:
+    """``models`` is a file, or a folder this user cannot write (root's override dropped, as
+    everywhere in these tests): add and query still work, on torch, and say why."""
+    assert imgvec("init", *FAKE_ARGS).exit_code == 0
+    folder = library / "models"
+    if blocked == "a file":
+        folder.write_text("not a folder")
+        prefix: list[str] = []
+    else:
+        folder.mkdir()
+        folder.chmod(0o555)
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    outside = make_image(tmp_path / "q.jpg", seed=80)
+    for args in (["add", str(photos), "--json"], ["query", str(outside), "-k", "1", "--json"]):
+        done = subprocess.run(
+            [*prefix, sys.executable, str(RUNNER), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)  # the answer is whole
+        assert "Cannot write fake's ONNX export (models/:" in done.stderr
+        assert "Traceback" not in done.stderr and "Exporting" not in done.stderr

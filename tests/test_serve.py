@@ -170,7 +170,11 @@ def test_bad_input_gets_a_clear_4xx_with_the_reason(client: Client, photos: Path
     assert blank.status_code == 200 and blank.json()["filter"] is None
     k0 = api.get("/api/search", params={"id": 1, "k": 0})
     assert k0.status_code == 422 and error_of(k0).startswith("k: ")
-    assert "id: " in error_of(api.get("/api/search"))  # a missing parameter, named
+    assert "give an image id (`id`), words (`text`)" in error_of(api.get("/api/search"))
+    words = api.get("/api/search", params={"text": "a dog"})  # the test model takes none
+    assert words.status_code == 400 and "takes no words" in error_of(words)
+    long = api.get("/api/search", params={"text": "x" * 1001})
+    assert long.status_code == 400 and "at most 1000 characters" in error_of(long)
     writing_sql = api.get("/api/sql", params={"q": "DELETE FROM images"})
     assert writing_sql.status_code == 400 and "SQL" in error_of(writing_sql)
     for url in (

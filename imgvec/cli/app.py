@@ -36,7 +36,7 @@ from imgvec.cli.render import (
     print_rows,
 )
 from imgvec.errors import ImgvecError, cannot_write, storage_problem
-from imgvec.types import DupesReport, IndexVersionInfo, ModelStatus, PairSignals
+from imgvec.types import DupesReport, IndexVersionInfo, ModelStatus, PairSignals, QueryResult
 
 CANNOT_CATCH_UP = "read-only here, so the newest changes are not searched"
 
@@ -264,9 +264,20 @@ def remove(
 @app.command()
 def query(
     images: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(help="Query images (need not be in the library).", show_default=False),
-    ],
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text",
+            "-t",
+            help="Words to search for (repeatable), with a model that has a text tower (see "
+            "`imgvec models`); with query images, each image is combined with the words "
+            "(each part normalised, summed, normalised).",
+            show_default=False,
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--top", min=1, help="Results per query.")] = DEFAULT_K,
     where: Annotated[
         str | None,
@@ -314,6 +325,8 @@ def query(
 
     Examples: imgvec query holiday.jpg -k 5
               imgvec query holiday.jpg --where "folder LIKE '%/2023/%'"
+              imgvec query --text "a dog on a beach"     (a CLIP or SigLIP model)
+              imgvec query holiday.jpg --text "at night"
     """
     opening = time.perf_counter()
     with open_library(library, db, create=False, precision=precision.value) as lib:
@@ -321,7 +334,9 @@ def query(
         if reporting.command_started is not None:  # set by the entry point (imgvec.__main__)
             parse = opening - reporting.command_started
             stages = {"imports": reporting.import_seconds or 0.0, "parse": parse, **stages}
-        results = lib.query([str(i) for i in images], k=k, where=where, model=model)
+        results = lib.query(
+            [str(i) for i in images or []], k=k, where=where, model=model, text=text or []
+        )
         if timings:
             spent = " ".join(
                 f"{stage.replace(' ', '_')}={s:.4f}"
@@ -333,21 +348,27 @@ def query(
 
             contact_sheet(results, show)
             err.print(f"Contact sheet: {show}", markup=False)
-    if json_output:
-        print_json([r.to_json() for r in results])
-    else:
-        for result in results:
-            if result.error:
-                continue
-            table = PlainTable(title=result.query, title_justify="left")
-            table.add_column("#", justify="right")
-            table.add_column("score", justify="right")
-            table.add_column("path")
-            for rank, hit in enumerate(result.hits, 1):
-                table.add_row(rank, f"{hit.score:.4f}", hit.path)
-            out.print(table)
+        _print_results(results, json_output)
+        sys.stdout.flush()  # the answers first: making a missing export takes seconds
+        lib.make_exports()
     if any(r.error for r in results):
         raise typer.Exit(EXIT_FAILED_INPUTS)
+
+
+def _print_results(results: list[QueryResult], json_output: bool) -> None:
+    if json_output:
+        print_json([r.to_json() for r in results])
+        return
+    for result in results:
+        if result.error:
+            continue
+        table = PlainTable(title=result.query, title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("score", justify="right")
+        table.add_column("path")
+        for rank, hit in enumerate(result.hits, 1):
+            table.add_row(rank, f"{hit.score:.4f}", hit.path)
+        out.print(table)
 
 
 @app.command()
@@ -1469,7 +1490,7 @@ def models(json_output: JsonOption = False) -> None:
     if json_output:
         print_json([s.to_json() for s in specs.values()])
         return
-    table = PlainTable("model", "layer", "dim", "description")
+    table = PlainTable("model", "layer", "dim", "text", "description")
     for spec in specs.values():
         for name, layer in spec.layers.items():
             default = " (default)" if name == spec.default_layer else ""
@@ -1477,10 +1498,11 @@ def models(json_output: JsonOption = False) -> None:
                 spec.name + (" *" if spec.name == DEFAULT_MODEL else ""),
                 name + default,
                 str(layer.dim),
+                "yes" if spec.encode_text is not None else "",
                 layer.description,
             )
     out.print(table)
-    out.print("* the default model", markup=False)
+    out.print("* the default model; text: takes words (imgvec query --text)", markup=False)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ cannot trace) is recorded with the reason, so it is tried once, not on every com
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,9 @@ class Stored:
     """Why the model could not be exported (recorded; not tried again)."""
     path: str | None = None
     sha256: str | None = None
-    """The recorded sha256 of ``data``: :func:`verified` compares them."""
+    """The recorded sha256 of ``data``: :func:`verified` compares them (None: just made)."""
+    exporter: str | None = None
+    """What made the export, or failed to (``torch <version>, opset <n>``)."""
 
 
 def load(root: Path, session: Session, model_id: int, verify: bool = True) -> Stored:
@@ -51,7 +54,7 @@ def load(root: Path, session: Session, model_id: int, verify: bool = True) -> St
     if row is None:
         return Stored()
     if row.path is None:
-        return Stored(failed=row.error or "unknown reason")
+        return Stored(failed=row.error or "unknown reason", exporter=row.exporter)
     try:
         data = (root / row.path).read_bytes()
     except OSError as error:
@@ -64,7 +67,9 @@ def load(root: Path, session: Session, model_id: int, verify: bool = True) -> St
 
 def verified(stored: Stored) -> Stored:
     """``stored``, or why its bytes are not the recorded ones (sha256)."""
-    if stored.data is None or hashlib.sha256(stored.data).hexdigest() == stored.sha256:
+    if stored.data is None or stored.sha256 is None:
+        return stored
+    if hashlib.sha256(stored.data).hexdigest() == stored.sha256:
         return stored
     return Stored(problem=f"its file {stored.path} is damaged (its sha256 does not match)")
 
@@ -74,6 +79,7 @@ def describe(row: ModelExport) -> dict[str, Any]:
     return {
         "path": row.path,
         "size_bytes": row.size_bytes,
+        "sha256": row.sha256,
         "exporter": row.exporter,
         "error": row.error,
     }
@@ -111,6 +117,20 @@ def record_failure(session: Session, model_id: int, reason: str, exporter: str) 
     """Record that the model cannot be exported. Returns an earlier export's file, if any (the
     caller commits, then deletes it)."""
     return store.set_model_export(session, model_id, exporter=exporter, error=reason)
+
+
+def unwritable(root: Path) -> str | None:
+    """Why an export cannot be written into the library's export folder now (it is not a
+    folder, or not writable), before seconds go into making one; None: it can."""
+    directory = root / EXPORT_DIR
+    try:
+        directory.mkdir(exist_ok=True)
+        probe = directory / f"{TEMP_PREFIX}probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return f"{EXPORT_DIR}/: {error.strerror or error}"
+    return None
 
 
 def relative(path: Path) -> str:

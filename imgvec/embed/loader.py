@@ -10,7 +10,8 @@ made when the caller may write (:attr:`Models.may_export`), stored as an artifac
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -20,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec.embed import exports
 from imgvec.embed.pixels import prepare
-from imgvec.embed.registry import get_spec
+from imgvec.embed.registry import available, get_spec
 from imgvec.embed.spec import WeightsChoice
-from imgvec.errors import WeightsUnavailable
+from imgvec.errors import ModelError, WeightsUnavailable
 from imgvec.reporting import Reporter, Stopwatch
 from imgvec.scan import sha256_file
 from imgvec.types import ModelInfo, ModelRow
@@ -133,6 +134,8 @@ class Models:
                 embedder = self.embedder(row)
                 self._export_of(row, verify=True)  # for the queries: torch is loaded anyway
                 return embedder
+        if self.precision == "bf16":  # asked for: torch's bfloat16 (the export runs fp32)
+            return self.embedder(row)
         stored = self._export_of(row, verify=False)
         if stored.data is None:
             return self.embedder(row)
@@ -140,7 +143,6 @@ class Models:
             import onnxruntime  # noqa: F401  (timed here; the session below uses it)
 
             from imgvec.embed.onnx import OnnxEmbedder
-        self.reporter.notice(f"Loading model {ModelInfo.of(row).label()} (ONNX Runtime)")
         with self.stopwatch("model load"), ThreadPoolExecutor(1) as pool:
             # The file's hash beside the session's making (hashlib releases the GIL).
             checked = pool.submit(exports.verified, stored)
@@ -152,6 +154,7 @@ class Models:
         if problem is None and failure is not None:
             problem = f"ONNX Runtime cannot load {stored.path} ({failure})"
         if problem is None and runner is not None:
+            self.reporter.notice(f"Loading model {ModelInfo.of(row).label()} (ONNX Runtime)")
             return runner
         self._not_used(row, problem)
         data = self.export(row) if self.may_export else None
@@ -164,9 +167,20 @@ class Models:
             stored = exports.load(self.root, session, row.id, verify=verify)
         if stored.problem is not None:
             self._not_used(row, stored.problem)
-        if stored.data is not None or stored.failed is not None or not self.may_export:
+        if stored.data is not None or not self.may_export:
             return stored
-        return exports.Stored(self.export(row))
+        if stored.failed is not None and not self._exporter_changed(stored):
+            return stored
+        return exports.Stored(self.export(row))  # just made and checked: no sha256 to compare
+
+    def _exporter_changed(self, stored: exports.Stored) -> bool:
+        """A recorded failure was made by another exporter (torch was upgraded since): worth
+        another try. Only asked where torch is loaded already (batches)."""
+        if "torch" not in sys.modules:
+            return False
+        from imgvec.embed import onnx
+
+        return stored.exporter != onnx.exporter()
 
     def _not_used(self, row: ModelRow, problem: str) -> None:
         self.reporter.notice(
@@ -186,13 +200,19 @@ class Models:
 
     def export(self, row: ModelRow) -> bytes | None:
         """Export the model to ONNX, check it and record it in the library (the caller holds the
-        write lock); None when it cannot be exported: that is recorded, with a notice, and the
-        model runs on torch."""
+        write lock). None when it cannot be exported, which is recorded, or cannot be written
+        here (a full disk, a ``models`` that is not a writable folder), which is not: each with
+        a notice; the model runs on torch."""
         from imgvec.embed import onnx
 
+        unwritable = exports.unwritable(self.root)
+        if unwritable is not None:
+            self.reporter.notice(
+                f"Cannot write {row.name}'s ONNX export ({unwritable}); it runs on torch"
+            )
+            return None
         embedder = self.embedder(row)
         self.reporter.notice(f"Exporting {row.name} to ONNX for queries without torch (once)")
-        replaced: str | None
         with self.stopwatch("onnx export"):
             try:
                 data: bytes | None = onnx.export(embedder)
@@ -204,11 +224,18 @@ class Models:
             except Exception as error:
                 data = None
                 reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
-            with self.sessions() as session, session.begin():
-                if data is not None:
-                    replaced = exports.save(self.root, session, row.id, data, onnx.exporter())
-                else:
-                    replaced = exports.record_failure(session, row.id, reason, onnx.exporter())
+            try:
+                with self.sessions() as session, session.begin():
+                    if data is not None:
+                        replaced = exports.save(self.root, session, row.id, data, onnx.exporter())
+                    else:
+                        replaced = exports.record_failure(session, row.id, reason, onnx.exporter())
+            except OSError as error:  # the write failed: nothing was recorded
+                self.reporter.notice(
+                    f"Cannot write {row.name}'s ONNX export ({error.strerror or error}); it "
+                    "runs on torch"
+                )
+                return None
             if replaced is not None:
                 (self.root / replaced).unlink(missing_ok=True)
         if data is None:
@@ -224,6 +251,21 @@ class Models:
         runner = self.runner(row, bulk)
         with self.stopwatch("embed"):
             return runner.embed_inputs(batch)
+
+    def embed_texts(self, row: ModelRow, texts: Sequence[str]) -> np.ndarray:
+        """Vectors (N, dim) float32, L2-normalised, of texts in the images' space, by the
+        model's text tower on torch. Raises :class:`ModelError` naming the models that take
+        words when this one does not."""
+        spec = get_spec(row.name)
+        if spec.encode_text is None:
+            takers = sorted(n for n, s in available().items() if s.encode_text is not None)
+            raise ModelError(
+                f"model {row.name} takes no words; --text needs a model with a text tower: "
+                + ", ".join(takers)
+            )
+        embedder = self.embedder(row)
+        with self.stopwatch("embed text"):
+            return embedder.embed_text(texts)
 
     def runtime_of(self, row: ModelRow, bulk: bool = False) -> str | None:
         """The runtime the model ran on here (``torch`` or ``onnxruntime``); None: not loaded."""

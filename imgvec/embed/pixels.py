@@ -4,8 +4,9 @@ to the bit.
 
 The recipe is torchvision's, reproduced exactly (``tests/test_images.py`` holds it to
 torchvision's own functions): the shorter side resized to ``prep.resize`` pixels (Pillow's
-bilinear resize, which torchvision calls for PIL images; the long side ``int(resize * long /
-short)``), the centred ``prep.crop`` square cut out (``round((size - crop) / 2)``, zero-padded
+bilinear or bicubic resize, which torchvision calls for PIL images; the long side
+``int(resize * long / short)``), or in ``squash`` mode the whole picture to ``prep.crop``
+square; the centred ``prep.crop`` square cut out (``round((size - crop) / 2)``, zero-padded
 where the picture is smaller: torchvision's ``center_crop``), scaled to 0..1 by multiplying by
 ``float32(1 / 255)`` (``to_dtype(..., scale=True)``) and normalised as ``(x - mean) / std`` in
 float32.
@@ -24,6 +25,9 @@ WHOLE_RESIZE_ASPECT = 16
 """Pictures up to this aspect ratio (long side / short side: every photo and panorama) are
 resized whole; longer ones only where the centre crop needs them (:func:`model_input`)."""
 _TO_UNIT = np.float32(1 / 255)
+_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+"""Pillow's filter for each :attr:`Preprocess.interpolation` (torchvision calls the same for
+PIL images)."""
 
 
 def prepare(data: bytes, prep: Preprocess) -> tuple[Picture, np.ndarray]:
@@ -57,10 +61,13 @@ def model_input(image: Image.Image, prep: Preprocess) -> np.ndarray:
     shape: resizing the whole of a 1x60000 line to a short side of 256 would take 12 GB.
     """
     width, height = image.size
-    if max(width, height) <= WHOLE_RESIZE_ASPECT * min(width, height):
+    if prep.resize_mode == "squash":
+        if (width, height) != (prep.crop, prep.crop):
+            image = image.resize((prep.crop, prep.crop), _FILTERS[prep.interpolation])
+    elif max(width, height) <= WHOLE_RESIZE_ASPECT * min(width, height):
         size = _resized_size(width, height, prep.resize)
         if size != (width, height):
-            image = image.resize(size, Image.Resampling.BILINEAR)
+            image = image.resize(size, _FILTERS[prep.interpolation])
     else:
         image = _resize_cropped_part(image, prep)
     pixels = _center_crop(np.asarray(image, dtype=np.uint8), prep.crop)
@@ -100,7 +107,8 @@ def _resize_cropped_part(image: Image.Image, prep: Preprocess) -> Image.Image:
     resized_w, resized_h = _resized_size(width, height, prep.resize)
     kept_w, left, right = _crop_span(width, resized_w, prep.crop)
     kept_h, top, bottom = _crop_span(height, resized_h, prep.crop)
-    return image.resize((kept_w, kept_h), Image.Resampling.BILINEAR, box=(left, top, right, bottom))
+    box = (left, top, right, bottom)
+    return image.resize((kept_w, kept_h), _FILTERS[prep.interpolation], box=box)
 
 
 def _crop_span(length: int, resized: int, crop: int) -> tuple[int, float, float]:

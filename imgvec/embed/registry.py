@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "imgvec.models"
 BUILTIN_MODELS = (
     "imgvec.embed.models.efficientnet_lite",
     "imgvec.embed.models.torchvision_models",
+    "imgvec.embed.models.openclip_models",
 )
 """Modules of the built-in models, imported on first use (each registers its models)."""
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from imgvec.embed.pixels import model_input
 from imgvec.embed.spec import PRECISIONS, RANDOM_SEED, ModelSpec, Preprocess, WeightsChoice
-from imgvec.errors import WeightsUnavailable
+from imgvec.errors import ModelError, WeightsUnavailable
 
 OFFLINE_HINT = (
     "use the offline model, whose weights install with imgvec (--model efficientnet_lite0), or "
@@ -114,6 +114,19 @@ def build_model(spec: ModelSpec, layer: str, weights: WeightsChoice) -> torch.nn
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         model = spec.build()
+    if weights.path is not None and spec.load_weights_file is not None:
+        try:
+            spec.load_weights_file(model, weights.path)
+        except FileNotFoundError as error:
+            raise WeightsUnavailable(
+                f"weights file {weights.path} is gone; pass it again with --weights PATH"
+            ) from error
+        except Exception as error:
+            detail = " ".join(str(error).split())[:300]
+            raise WeightsUnavailable(
+                f"cannot load weights file {weights.path} into {spec.name}: {detail}"
+            ) from error
+        return layer_spec.head(model).eval()
     state = _load_state(spec, weights)
     if state is not None:
         try:
@@ -170,6 +183,19 @@ class Embedder:
         """(B, 3, H, W) float32 model inputs (:func:`imgvec.embed.pixels.model_input`) ->
         (B, dim) float32 L2-normalised vectors."""
         return self.embed_tensors(torch.from_numpy(inputs))
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (N, dim) float32 L2-normalised vectors in the images' space, by the model's
+        text tower. Raises :class:`ModelError` for a model without one."""
+        if self.spec.encode_text is None:
+            raise ModelError(f"model {self.spec.name} takes no words")
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == "bf16"),
+        ):
+            output = self.spec.encode_text(self.model, list(texts))
+            output = torch.nn.functional.normalize(output.float().flatten(1), dim=1)
+        return output.cpu().numpy().astype(np.float32, copy=False)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         prep = self.spec.preprocess

@@ -6,7 +6,7 @@ Plain data, no torch: a :class:`ModelSpec` says how to build a model, not the mo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,19 +23,37 @@ PRECISIONS = ("auto", "fp32", "bf16")
 bf16 where the hardware has bfloat16 arithmetic (:func:`imgvec.embed.runtime.auto_precision`)."""
 
 
+INTERPOLATIONS = ("bilinear", "bicubic")
+RESIZE_MODES = ("shortest", "squash")
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize the shorter side, centre-crop a square, scale to 0..1, normalise per channel."""
+    """Resize the shorter side, centre-crop a square, scale to 0..1, normalise per channel.
+
+    ``resize_mode`` ``squash`` resizes the whole picture to ``crop`` x ``crop`` instead,
+    ignoring its aspect ratio (SigLIP's recipe; ``resize`` is then unused); ``interpolation``
+    is Pillow's filter for the resize (CLIP's recipes use bicubic)."""
 
     resize: int
     crop: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    resize_mode: str = "shortest"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS or self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"unknown interpolation or resize mode in {self}")
 
     def describe(self) -> str:
         mean = ",".join(f"{v:g}" for v in self.mean)
         std = ",".join(f"{v:g}" for v in self.std)
-        return f"resize={self.resize};crop={self.crop};mean={mean};std={std};bilinear"
+        squash = ";squash" if self.resize_mode == "squash" else ""
+        return (
+            f"resize={self.resize};crop={self.crop};mean={mean};std={std};"
+            f"{self.interpolation}{squash}"
+        )
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,13 @@ class ModelSpec:
     channels_last: bool = False
     """Run in NHWC memory layout: faster for convolutional networks on CPU (oneDNN), in fp32 and
     more so in bf16; no effect on the result."""
+    encode_text: Callable[[nn.Module, Sequence[str]], Any] | None = None
+    """A joint image-text model's text tower: (the model as its layer's ``head`` made it, the
+    texts) -> a (N, dim) float tensor in the images' space (not yet normalised); None: the model
+    takes no words (``query --text`` says which models do)."""
+    load_weights_file: Callable[[nn.Module, str], None] | None = None
+    """Loads a ``--weights FILE`` into the freshly built model, for checkpoint formats a plain
+    state dict load cannot read (None: ``torch.load`` and a strict ``load_state_dict``)."""
 
     def to_json(self) -> dict[str, Any]:
         """What ``imgvec models --json`` prints of the model."""
@@ -80,6 +105,7 @@ class ModelSpec:
             },
             "default_weights": self.pretrained_id,
             "preprocessing": self.preprocess.describe(),
+            "text": self.encode_text is not None,
         }
 
     def layer(self, name: str | None) -> tuple[str, Layer]:

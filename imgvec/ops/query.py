@@ -26,6 +26,21 @@ from imgvec.types import QueryHit, QueryResult
 DEFAULT_K = 10
 
 
+def combine(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """THE combination of a query's parts (an image's vector, each text's): each L2-normalised,
+    summed with equal weight, the sum L2-normalised. (dim,) float32. An image and one text pull
+    equally; two texts pull twice as hard as the image."""
+    total = np.zeros_like(vectors[0], dtype=np.float32)
+    for vector in vectors:
+        total += vector / max(float(np.linalg.norm(vector)), 1e-12)
+    return total / max(float(np.linalg.norm(total)), 1e-12)
+
+
+def text_label(texts: Sequence[str]) -> str:
+    """How a query by words is named in its result: ``text: "a" + "b"``."""
+    return "text: " + " + ".join(f'"{t}"' for t in texts)
+
+
 def query(
     parts: Parts,
     engine: Engine,
@@ -34,9 +49,12 @@ def query(
     k: int,
     where: str | None,
     version_of: Callable[[EmbeddingModel], IndexVersion],
+    words: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> list[QueryResult]:
     """One :class:`QueryResult` per image, in order; a file that cannot be read gets its error.
 
+    ``words``: texts and their vectors ((N, dim) float32): each image's vector is combined with
+    them (:func:`combine`); without images, one result answers the words alone.
     ``version_of(model)`` gives the index version to search (the caller decides whether it may
     catch the index up first). Raises ImgvecError for k < 1 or a bad ``where``.
     """
@@ -51,6 +69,12 @@ def query(
             result.vector_source = "stored"
     missing = [p for p in range(len(results)) if p not in vectors]
     vectors.update(_embed(parts, model, results, missing))
+    if words is not None:
+        texts, text_vectors = words
+        vectors = {p: combine([v, *text_vectors]) for p, v in vectors.items()}
+        if not results:
+            results = [QueryResult(text_label(texts), vector_source="text")]
+            vectors = {0: combine(list(text_vectors))}
     if not vectors:
         return results
     order = sorted(vectors)

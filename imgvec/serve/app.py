@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
 
+import numpy as np
 from fastapi import Body, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +35,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from imgvec.api import DEFAULT_K, Library
+from imgvec.api import DEFAULT_K, Library, combine, text_label
 from imgvec.errors import (
     ImageError,
     ImageNotFound,
@@ -56,6 +57,9 @@ MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 64_000_000
 """Default pixel limit of an upload (64 MP: a 9,000 x 7,000 photo), checked from the header."""
 MAX_K = 1000
+MAX_TEXT, MAX_TEXTS = 1000, 16
+"""Characters of one ``text`` query parameter (CLIP reads 77 tokens of it at most), and how
+many of them one search takes."""
 MAX_ID = 2**63 - 1
 """Ids are SQL BIGINTs: a larger number can name no image."""
 SQL_TIMEOUT_S = 10.0
@@ -189,6 +193,11 @@ class Server:
             vector = self.reader.embed_image(data, model, self.settings.max_upload_pixels)
         return self.searching(lambda lib: lib.query_vector(vector, name, k, where, model))
 
+    def embed_texts(self, texts: list[str], model: str | None) -> np.ndarray:
+        """The words' vectors, one embedding at a time, as :meth:`search_upload` does."""
+        with self._embed_lock:
+            return self.reader.embed_texts(texts, model)
+
     @contextmanager
     def writing(self, wait: bool = False) -> Iterator[Library]:
         """The writing library, one write at a time: raises :class:`Forbidden` without
@@ -290,16 +299,40 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         info = server.reader.index_status()
         return Json(None if info is None else info.to_json(behind=True))
 
-    @app.get("/api/search", summary="The k images most like a library image (by its id)")
+    @app.get(
+        "/api/search",
+        summary="The k images most like a library image (by its id), or words, or both",
+        description="`text` (repeatable) needs a model with a text tower (CLIP, SigLIP: "
+        "`imgvec models`); with `id`, the image and the words are combined as `imgvec query "
+        "IMAGE --text WORDS` does.",
+    )
     def search_by_id(
         id: Annotated[
-            int, Query(ge=1, le=MAX_ID, description="A library image id (`imgvec sql`, results)")
-        ],
+            int | None,
+            Query(ge=1, le=MAX_ID, description="A library image id (`imgvec sql`, results)"),
+        ] = None,
+        text: Annotated[list[str] | None, Query(description="Words to search for")] = None,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = DEFAULT_K,
         where: Annotated[str | None, Query(description="SQL condition on `photos`")] = None,
         model: str | None = None,
     ) -> Json:
-        result = server.searching(lambda lib: lib.query_id(id, k, _blank(where), model or None))
+        texts = [t for t in text or [] if t.strip()]
+        if id is None and not texts:
+            raise ImgvecError("give an image id (`id`), words (`text`), or both")
+        if len(texts) > MAX_TEXTS or any(len(t) > MAX_TEXT for t in texts):
+            raise ImgvecError(f"at most {MAX_TEXTS} texts of at most {MAX_TEXT} characters")
+        words = server.embed_texts(texts, model or None) if texts else None
+        if id is None:
+            assert words is not None
+            label = text_label(texts)
+            result = server.searching(
+                lambda lib: lib.query_vector(combine(list(words)), label, k, _blank(where), model)
+            )
+            result.vector_source = "text"
+        else:
+            result = server.searching(
+                lambda lib: lib.query_id(id, k, _blank(where), model or None, words)
+            )
         return Json(result.to_json())
 
     @app.post(

@@ -1,0 +1,238 @@
+"""Joint image-text models (OpenCLIP's CLIP and SigLIP) as ordinary imgvec models, and queries by
+words (issue 18). Random weights (the architectures and CLIP's tokenizer work offline) prove the
+plumbing; nothing here downloads. One library with clip_vit_b_32 is shared by the module's
+tests: building and exporting the model once costs seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgvec.api import Library
+from imgvec.embed.pixels import model_input
+from imgvec.embed.registry import get_spec
+from imgvec.errors import ModelError, WeightsUnavailable
+from imgvec.ops.query import combine
+from tests.conftest import SHARED_EVAL, make_image
+
+open_clip = pytest.importorskip("open_clip", reason="OpenCLIP is not installed (the clip extra)")
+
+CLIP = "clip_vit_b_32"
+RUNNER = Path(__file__).resolve().parent / "run_imgvec.py"
+UKBENCH = SHARED_EVAL / "ukbench140" / "images"
+
+
+@pytest.fixture(scope="module")
+def clip_library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(library, photos): 8 photos added with clip_vit_b_32 (random weights), then fake's
+    vectors beside them (``model use fake`` and back), so a switch is covered too."""
+    root = tmp_path_factory.mktemp("clip")
+    photos = root / "photos"
+    for i in range(8):
+        make_image(photos / f"p{i}.jpg", seed=400 + i, size=(160, 120))
+    library = root / "library"
+    with Library.open(library) as lib:
+        report = lib.add([photos], model=CLIP, weights="none")
+        assert report.added == 8 and not report.failed
+    return library, photos
+
+
+def run(library: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    """The real command in a fresh process (the registry, OpenCLIP and all)."""
+    return subprocess.run(
+        [sys.executable, str(RUNNER), *map(str, args), "--library", str(library)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_the_models_are_registered_with_their_text_towers(imgvec) -> None:
+    listed = {m["name"]: m for m in imgvec("models", "--json").json()}
+    for name, dim in (("clip_vit_b_32", 512), ("clip_vit_b_16", 512), ("siglip_vit_b_16", 768)):
+        assert listed[name]["text"] is True
+        assert listed[name]["layers"]["image"]["dim"] == dim
+        assert listed[name]["default_weights"].startswith("openclip:")
+    assert listed["efficientnet_lite0"]["text"] is False
+    table = imgvec("models").stdout
+    assert "text: takes words" in table
+
+
+@pytest.mark.parametrize(
+    ("name", "arch", "tag"),
+    [
+        ("clip_vit_b_32", "ViT-B-32", "laion2b_s34b_b79k"),
+        ("siglip_vit_b_16", "ViT-B-16-SigLIP", "webli"),
+    ],
+)
+def test_pictures_are_prepared_as_openclip_prepares_them(name: str, arch: str, tag: str) -> None:
+    """Bicubic shortest-side resize and crop (CLIP), bicubic squash (SigLIP), their means and
+    standard deviations: OpenCLIP's own transform for the pretrained tag, to float rounding."""
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    theirs = open_clip.image_transform(
+        224,
+        is_train=False,
+        mean=cfg["mean"],
+        std=cfg["std"],
+        interpolation=cfg["interpolation"],
+        resize_mode=cfg["resize_mode"],
+    )
+    rng = np.random.default_rng(3)
+    for size in ((400, 300), (120, 500), (224, 224)):
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+        mine = model_input(image, get_spec(name).preprocess)
+        np.testing.assert_allclose(mine, theirs(image).numpy(), rtol=0, atol=2e-6)
+
+
+def test_words_are_searched_in_the_image_index(clip_library: tuple[Path, Path]) -> None:
+    library, _photos = clip_library
+    done = run(library, "query", "--text", "a red bicycle", "-k", "3", "--json", "--timings")
+    assert done.returncode == 0, done.stderr
+    [answer] = __import__("json").loads(done.stdout)
+    assert answer["query"] == 'text: "a red bicycle"' and answer["vector"] == "text"
+    assert len(answer["results"]) == 3
+    scores = [hit["score"] for hit in answer["results"]]
+    assert scores == sorted(scores, reverse=True)
+    with Library.open(library) as lib:  # the scores are cosines to the words' vector
+        words = lib.embed_texts(["a red bicycle"])
+        ids, vectors = lib.vectors()
+    assert words.shape == (1, 512) and vectors.shape == (8, 512)
+    expected = vectors @ words[0]
+    for hit in answer["results"]:
+        assert hit["score"] == pytest.approx(float(expected[list(ids).index(hit["id"])]), abs=1e-4)
+
+
+def test_an_image_and_words_are_combined_as_documented(clip_library: tuple[Path, Path]) -> None:
+    library, photos = clip_library
+    with Library.open(library) as lib:
+        [result] = lib.query([photos / "p3.jpg"], k=8, text=["at night", "blurred"])
+        words = lib.embed_texts(["at night", "blurred"])
+        ids, vectors = lib.vectors()
+        by_path = dict(lib.sql("SELECT path, id FROM images").rows)
+    image = vectors[list(ids).index(by_path[str(photos / "p3.jpg")])]
+    query = combine([image, *words])
+    expected = np.linalg.norm(image + words[0] + words[1])  # each part has unit length already
+    np.testing.assert_allclose(query, (image + words[0] + words[1]) / expected, atol=1e-6)
+    assert result.vector_source == "stored"
+    for hit in result.hits:
+        assert hit.score == pytest.approx(float(vectors[list(ids).index(hit.id)] @ query), abs=1e-4)
+
+
+def test_words_with_a_model_without_a_text_tower_are_a_clear_error(imgvec, photos: Path) -> None:
+    assert imgvec("add", photos, "--model", "fake", "--weights", "none").exit_code == 0
+    result = imgvec("query", "--text", "a dog")
+    assert result.exit_code != 0
+    assert "model fake takes no words" in result.stderr
+    assert "clip_vit_b_32" in result.stderr and "siglip_vit_b_16" in result.stderr
+    nothing = imgvec("query")
+    assert nothing.exit_code != 0 and "give query images, words, or both" in nothing.stderr
+
+
+def test_a_switch_from_a_classifier_to_clip_and_back(clip_library: tuple[Path, Path]) -> None:
+    """On the shared library (left as found: clip_vit_b_32 active): to efficientnet_lite0,
+    where words are refused, and back, where they work again without embedding anything."""
+    library, _photos = clip_library
+    with Library.open(library) as lib:
+        switched = lib.use_model("efficientnet_lite0")
+        assert switched.switched and switched.embedded == 8
+        with pytest.raises(ModelError, match="efficientnet_lite0 takes no words"):
+            lib.query(text=["a cat"])
+        [other] = lib.query(text=["a cat"], model=CLIP, k=2)  # another complete model
+        assert len(other.hits) == 2
+        back = lib.use_model(CLIP, weights="none")
+        assert back.switched and back.embedded == 0  # its vectors were kept
+        [words] = lib.query(text=["a cat"], k=3)
+        assert len(words.hits) == 3 and words.hits[0].score == other.hits[0].score
+
+
+def test_siglip_embeds_images_and_says_what_its_text_tower_needs() -> None:
+    import torch
+
+    from imgvec.embed.registry import resolve_weights
+    from imgvec.embed.runtime import Embedder
+
+    spec = get_spec("siglip_vit_b_16")
+    embedder = Embedder(spec, "image", resolve_weights(spec, "none"), torch.device("cpu"), "fp32")
+    pictures = [Image.new("RGB", (200, 100), c) for c in ("red", "navy")]
+    vectors = embedder.embed(pictures)
+    assert vectors.shape == (2, 768)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        with pytest.raises(WeightsUnavailable, match="tokenizer of ViT-B-16-SigLIP cannot be"):
+            embedder.embed_text(["a dog"])
+
+
+def test_default_weights_offline_say_which_file_to_fetch(tmp_path: Path, photos: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(RUNNER), "add", str(photos), "--model", CLIP],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_HOME": str(tmp_path / "hf"),
+            "IMGVEC_LIBRARY": str(tmp_path / "offline"),
+        },
+    )
+    assert done.returncode != 0
+    message = " ".join(done.stderr.split())
+    assert "could not download the pretrained weights of ViT-B-32 (laion2b_s34b_b79k)" in message
+    assert "https://huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in message
+    assert "--weights FILE" in message
+    assert "Traceback" not in done.stderr
+
+
+def _cached_clip_weights() -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        found = try_to_load_from_cache("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", name)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def test_real_weights_find_the_shoes(tmp_path: Path) -> None:
+    """With the real ViT-B/32 weights in the Hugging Face cache: "a photo of a shoe" ranks
+    UKBench's one shoe (object 25: ukbench00100-00103, four views of a trainer) first."""
+    weights = _cached_clip_weights()
+    if weights is None or not UKBENCH.is_dir():
+        pytest.skip("the real clip_vit_b_32 weights are not in the Hugging Face cache here")
+    with Library.open(tmp_path / "real") as lib:
+        lib.add([UKBENCH], model=CLIP, weights=weights)
+        [result] = lib.query(text=["a photo of a shoe"], k=4)
+    shoes = {f"ukbench{i:05d}.jpg" for i in range(100, 104)}
+    assert len({Path(hit.path).name for hit in result.hits} & shoes) >= 3, result.hits
+
+
+def test_the_server_searches_by_words(clip_library: tuple[Path, Path]) -> None:
+    from fastapi.testclient import TestClient
+
+    from imgvec.serve.app import Server, Settings, create_app
+
+    library, _photos = clip_library
+    settings = Settings(library=str(library))
+    api = TestClient(create_app(settings, Server(settings)), base_url="http://127.0.0.1")
+    words = api.get("/api/search", params={"text": ["a red bicycle", "at night"], "k": 3})
+    assert words.status_code == 200, words.text
+    answer = words.json()
+    assert answer["query"] == 'text: "a red bicycle" + "at night"' and answer["vector"] == "text"
+    assert len(answer["results"]) == 3
+    with Library.open(library) as lib:
+        [expected] = lib.query(text=["a red bicycle", "at night"], k=3)
+        image_id = expected.hits[0].id
+    assert [h["id"] for h in answer["results"]] == [h.id for h in expected.hits]
+    both = api.get("/api/search", params={"id": image_id, "text": "at night", "k": 2})
+    assert both.status_code == 200 and both.json()["vector"] == "stored"
