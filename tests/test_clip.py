@@ -43,17 +43,6 @@ def clip_library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return library, photos
 
 
-def run(library: Path, *args: object) -> subprocess.CompletedProcess[str]:
-    """The real command in a fresh process (the registry, OpenCLIP and all)."""
-    return subprocess.run(
-        [sys.executable, str(RUNNER), *map(str, args), "--library", str(library)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-
-
 def test_the_models_are_registered_with_their_text_towers(imgvec) -> None:
     listed = {m["name"]: m for m in imgvec("models", "--json").json()}
     for name, dim in (("clip_vit_b_32", 512), ("clip_vit_b_16", 512), ("siglip_vit_b_16", 768)):
@@ -91,11 +80,11 @@ def test_pictures_are_prepared_as_openclip_prepares_them(name: str, arch: str, t
         np.testing.assert_allclose(mine, theirs(image).numpy(), rtol=0, atol=2e-6)
 
 
-def test_words_are_searched_in_the_image_index(clip_library: tuple[Path, Path]) -> None:
+def test_words_are_searched_in_the_image_index(imgvec, clip_library: tuple[Path, Path]) -> None:
     library, _photos = clip_library
-    done = run(library, "query", "--text", "a red bicycle", "-k", "3", "--json", "--timings")
-    assert done.returncode == 0, done.stderr
-    [answer] = __import__("json").loads(done.stdout)
+    done = imgvec("query", "--text", "a red bicycle", "-k", "3", "--json", "--library", library)
+    assert done.exit_code == 0, done.stderr
+    [answer] = done.json()
     assert answer["query"] == 'text: "a red bicycle"' and answer["vector"] == "text"
     assert len(answer["results"]) == 3
     scores = [hit["score"] for hit in answer["results"]]
@@ -236,3 +225,36 @@ def test_the_server_searches_by_words(clip_library: tuple[Path, Path]) -> None:
     assert [h["id"] for h in answer["results"]] == [h.id for h in expected.hits]
     both = api.get("/api/search", params={"id": image_id, "text": "at night", "k": 2})
     assert both.status_code == 200 and both.json()["vector"] == "stored"
+
+
+def test_a_local_checkpoint_is_loaded_as_openclip_reads_it(tmp_path: Path) -> None:
+    """``--weights FILE``: a checkpoint saved from the architecture (here the seeded random
+    one) gives the same vectors as the model it was saved from, through OpenCLIP's loader."""
+    import torch
+
+    from imgvec.embed.registry import resolve_weights
+    from imgvec.embed.runtime import Embedder, build_model
+
+    spec = get_spec(CLIP)
+    source = build_model(spec, "image", resolve_weights(spec, "none")).clip
+    for parameter in source.parameters():  # not the seeded init: the file must be read
+        parameter.data.add_(0.01)
+    checkpoint = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save(source.state_dict(), checkpoint)
+    weights = resolve_weights(spec, str(checkpoint))
+    assert weights.identity.startswith("sha256:")
+    loaded = Embedder(spec, "image", weights, torch.device("cpu"), "fp32")
+    pictures = [Image.new("RGB", (120, 90), c) for c in ("red", "teal")]
+    with torch.inference_mode():
+        inputs = torch.from_numpy(np.stack([model_input(p, spec.preprocess) for p in pictures]))
+        expected = torch.nn.functional.normalize(source.eval().encode_image(inputs), dim=1)
+    np.testing.assert_allclose(loaded.embed(pictures), expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.embed_text(["a cat"]),
+        torch.nn.functional.normalize(
+            source.encode_text(open_clip.get_tokenizer("ViT-B-32")(["a cat"])), dim=1
+        )
+        .detach()
+        .numpy(),
+        atol=1e-5,
+    )

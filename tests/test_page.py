@@ -178,3 +178,17 @@ def test_the_duplicates_view_shows_the_copy_and_its_keeper(page) -> None:  # typ
     assert sorted(names) == ["copy of ukbench00050.jpg", "ukbench00050.jpg"]
     assert tab.locator(".group .member.keeper").count() == 1
     assert "exact" in tab.text_content(".group .member:not(.keeper) .tag")
+
+
+def test_words_reach_the_api_and_its_answer_is_shown(page) -> None:  # type: ignore[no-untyped-def]
+    """The library's model (mobilenet_v2) takes no words: the page sends them and shows the
+    API's one-line reason, naming the models that do (tests/test_clip.py searches by words)."""
+    tab = page
+    tab.wait_for_function("document.querySelector('#status').textContent.includes('images')")
+    tab.fill("#words", "a red bicycle")
+    tab.press("#words", "Enter")
+    tab.wait_for_selector("#error:not([hidden])")
+    message = tab.text_content("#error")
+    assert "mobilenet_v2 takes no words" in message and "clip_vit_b_32" in message
+    assert result_paths(tab) == []
+    assert tab.text_content("#query-caption") == "a red bicycle"

@@ -46,13 +46,16 @@ class Runner(Protocol):
         ...
 
 
-def bulk_runtime(convolutional: bool, device: str, precision: str) -> str:
+def bulk_runtime(faster_on_onnx: bool, device: str, precision: str) -> str:
     """The runtime that embeds batches (``add``, ``model use``) faster: ``onnxruntime`` for a
-    convolutional network on a CPU in fp32, where ONNX Runtime ran 1.23-1.51x torch's images/s
-    (mobilenet_v2, efficientnet_lite0, resnet50: BENCHMARKS.md, "ONNX Runtime against torch");
-    ``torch`` for a transformer (vit_b_16: 0.89x), in bf16 (torch's bfloat16 kernels; the export
-    is fp32) and on CUDA (the onnxruntime package runs on the CPU)."""
-    return "onnxruntime" if convolutional and device == "cpu" and precision == "fp32" else "torch"
+    model measured faster there on a CPU in fp32 (:attr:`ModelSpec.prefers_onnx_batches`: the
+    convolutional networks, 1.23-1.51x torch's images/s for mobilenet_v2, efficientnet_lite0 and
+    resnet50, and clip_vit_b_32, 1.23x: BENCHMARKS.md); ``torch`` for the others (vit_b_16:
+    0.89x), in bf16 (torch's bfloat16 kernels; the export is fp32) and on CUDA (the onnxruntime
+    package runs on the CPU)."""
+    if faster_on_onnx and device == "cpu" and precision == "fp32":
+        return "onnxruntime"
+    return "torch"
 
 
 class Models:
@@ -129,7 +132,7 @@ class Models:
 
             device = pick_device()
             precision = auto_precision(device) if self.precision == "auto" else self.precision
-            chosen = bulk_runtime(get_spec(row.name).channels_last, device.type, precision)
+            chosen = bulk_runtime(get_spec(row.name).prefers_onnx_batches, device.type, precision)
             if chosen == "torch":
                 embedder = self.embedder(row)
                 self._export_of(row, verify=True)  # for the queries: torch is loaded anyway

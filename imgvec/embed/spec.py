@@ -86,6 +86,10 @@ class ModelSpec:
     channels_last: bool = False
     """Run in NHWC memory layout: faster for convolutional networks on CPU (oneDNN), in fp32 and
     more so in bf16; no effect on the result."""
+    onnx_batches: bool | None = None
+    """Run ``add``'s batches on ONNX Runtime (on a CPU, in fp32): None follows
+    ``channels_last`` (convolutional networks, 1.23-1.51x torch: BENCHMARKS.md "ONNX Runtime
+    against torch"); True or False where measured otherwise (clip_vit_b_32: 1.23x, "CLIP")."""
     encode_text: Callable[[nn.Module, Sequence[str]], Any] | None = None
     """A joint image-text model's text tower: (the model as its layer's ``head`` made it, the
     texts) -> a (N, dim) float tensor in the images' space (not yet normalised); None: the model
@@ -107,6 +111,10 @@ class ModelSpec:
             "preprocessing": self.preprocess.describe(),
             "text": self.encode_text is not None,
         }
+
+    @property
+    def prefers_onnx_batches(self) -> bool:
+        return self.channels_last if self.onnx_batches is None else self.onnx_batches
 
     def layer(self, name: str | None) -> tuple[str, Layer]:
         chosen = name or self.default_layer

@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { query: null };  // {kind: "upload", file} or {kind: "id", id, path}
+const state = { query: null };  // {kind: "upload", file}, {kind: "id", id, path} or {kind: "text"}
 
 function el(tag, { dataset = {}, ...props } = {}, ...children) {
   const node = Object.assign(document.createElement(tag), props);
@@ -61,13 +61,17 @@ async function search() {
         headers: { "Content-Type": file.type || "application/octet-stream", "X-Filename": encodeURIComponent(file.name) },
       });
     } else {
-      params.set("id", state.query.id);
+      // Words alone, or a library image and the words combined (the API's rule).
+      if (state.query.kind === "id") params.set("id", state.query.id);
+      const words = $("words").value.trim();
+      if (words) params.append("text", words);
       found = await api(`/api/search?${params}`);
     }
     render(found);
   } catch (error) {
     results.replaceChildren();
-    $("query-caption").textContent = baseName(state.query.kind === "upload" ? state.query.file.name : state.query.path);
+    const label = { upload: () => state.query.file.name, id: () => state.query.path, text: () => $("words").value };
+    $("query-caption").textContent = baseName(label[state.query.kind]());
     showError(error.message);
   } finally {
     results.removeAttribute("aria-busy");
@@ -172,6 +176,17 @@ document.addEventListener("DOMContentLoaded", () => {
     pick(event.dataTransfer.files[0]);
   });
   $("controls").addEventListener("submit", (event) => { event.preventDefault(); search(); });
+  $("words").addEventListener("keydown", (event) => {
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    if (!$("words").value.trim()) return;
+    if (!state.query || state.query.kind === "upload") {
+      state.query = { kind: "text" };
+      $("query").hidden = false;
+      $("query-image").hidden = true;
+    }
+    search();
+  });
   for (const id of ["where", "k", "model"]) $(id).addEventListener("change", search);
   $("tab-search").addEventListener("click", () => showTab("search"));
   $("tab-dupes").addEventListener("click", () => showTab("dupes"));
