@@ -160,7 +160,10 @@ def test_siglip_embeds_images_and_says_what_its_text_tower_needs() -> None:
             embedder.embed_text(["a dog"])
 
 
-def test_default_weights_offline_say_which_file_to_fetch(tmp_path: Path, photos: Path) -> None:
+def test_default_weights_offline_say_which_file_to_fetch(
+    imgvec, tmp_path: Path, photos: Path
+) -> None:
+    offline = tmp_path / "offline"
     done = subprocess.run(
         [sys.executable, str(RUNNER), "add", str(photos), "--model", CLIP],
         capture_output=True,
@@ -170,15 +173,21 @@ def test_default_weights_offline_say_which_file_to_fetch(tmp_path: Path, photos:
             **os.environ,
             "HF_HUB_OFFLINE": "1",
             "HF_HOME": str(tmp_path / "hf"),
-            "IMGVEC_LIBRARY": str(tmp_path / "offline"),
+            "IMGVEC_LIBRARY": str(offline),
         },
     )
     assert done.returncode != 0
     message = " ".join(done.stderr.split())
-    assert "could not download the pretrained weights of ViT-B-32 (laion2b_s34b_b79k)" in message
+    assert "could not download the pretrained weights of clip_vit_b_32 (ViT-B-32 laion2b" in message
     assert "https://huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in message
-    assert "--weights FILE" in message
-    assert "Traceback" not in done.stderr
+    assert "imgvec add PHOTOS --model clip_vit_b_32 --weights FILE" in message
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 4
+    # The failed add embedded nothing, so the next one may choose another model or file.
+    retry = imgvec("add", photos, "--model", "fake", "--weights", "none", "--library", offline)
+    assert retry.exit_code == 0, retry.stderr
+    assert "it embeds with fake/grid (none:seed=0" in " ".join(retry.stderr.split())
+    models = imgvec("model", "list", "--json", "--library", offline).json()
+    assert [m["model"]["name"] for m in models] == ["fake"]
 
 
 def _cached_clip_weights() -> str | None:
@@ -211,7 +220,7 @@ def test_the_server_searches_by_words(clip_library: tuple[Path, Path]) -> None:
 
     from imgvec.serve.app import Server, Settings, create_app
 
-    library, _photos = clip_library
+    library, photos = clip_library
     settings = Settings(library=str(library))
     api = TestClient(create_app(settings, Server(settings)), base_url="http://127.0.0.1")
     words = api.get("/api/search", params={"text": ["a red bicycle", "at night"], "k": 3})
@@ -225,6 +234,14 @@ def test_the_server_searches_by_words(clip_library: tuple[Path, Path]) -> None:
     assert [h["id"] for h in answer["results"]] == [h.id for h in expected.hits]
     both = api.get("/api/search", params={"id": image_id, "text": "at night", "k": 2})
     assert both.status_code == 200 and both.json()["vector"] == "stored"
+    upload = (photos / "p2.jpg").read_bytes()
+    alone = api.post("/api/search", params={"k": 1}, content=upload).json()
+    combined = api.post("/api/search", params={"k": 1, "text": "at night"}, content=upload)
+    assert combined.status_code == 200, combined.text
+    assert alone["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)  # itself
+    assert combined.json()["results"][0]["score"] < 0.9  # the words pull it away
+    blank = api.get("/api/search", params={"id": image_id, "text": " "})
+    assert blank.status_code == 400 and "must not be empty" in blank.json()["error"]
 
 
 def test_a_local_checkpoint_is_loaded_as_openclip_reads_it(tmp_path: Path) -> None:

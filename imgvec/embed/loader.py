@@ -103,8 +103,9 @@ class Models:
                     found = None
                 if found != row.weights:
                     raise WeightsUnavailable(
-                        f"the weights file {row.weights_path} is missing or has changed; pass the "
-                        f"original file again with --weights PATH ({row.weights})"
+                        f"the weights file {row.weights_path} is missing or has changed; give "
+                        f"the original file ({row.weights}) again: imgvec add PATHS "
+                        "--weights FILE"
                     )
             self.reporter.notice(f"Loading model {ModelInfo.of(row).label()} (torch)")
             with self.stopwatch("model load"):

@@ -54,12 +54,27 @@ def ensure_model(
         row = model_row(session, name or (active.name if active else DEFAULT_MODEL), weights, layer)
         if active is None:
             store.set_active_model(session, row)
+        elif row.id != active.id and _never_used(session, active):
+            # A first add that failed (weights not downloadable, a bad file) fixed a model and
+            # embedded nothing: the next add may choose again, as its error message suggests.
+            store.set_active_model(session, row)
+            session.flush()
+            store.drop_model(session, active.id)  # its files, if any, are orphans now
+            parts.reporter.notice(
+                f"The library held no vectors of {ModelInfo.of(active).label()}: it embeds with "
+                f"{ModelInfo.of(row).label()} now"
+            )
         elif row.id != active.id:
             raise ModelError(
                 f"this library embeds with {ModelInfo.of(active).label()}, not "
                 f"{ModelInfo.of(row).label()}; to switch: {use_command(row)}"
             )
         return row
+
+
+def _never_used(session: Session, row: EmbeddingModel) -> bool:
+    """No vector and no index of the model was ever kept (its changes log is empty)."""
+    return store.count_vectors(session, row.id) == 0 and store.last_change(session, row.id) == 0
 
 
 def use_command(row: EmbeddingModel) -> str:

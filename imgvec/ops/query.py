@@ -6,6 +6,7 @@ model runs); the others are embedded in batches (:func:`imgvec.embed.batches.emb
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -36,9 +37,15 @@ def combine(vectors: Sequence[np.ndarray]) -> np.ndarray:
     return total / max(float(np.linalg.norm(total)), 1e-12)
 
 
+LABEL_CHARS = 80
+"""Characters of each text in a result's name (the model reads 77 tokens at most anyway)."""
+
+
 def text_label(texts: Sequence[str]) -> str:
-    """How a query by words is named in its result: ``text: "a" + "b"``."""
-    return "text: " + " + ".join(f'"{t}"' for t in texts)
+    """How a query by words is named in its result: ``text: "a" + "b"`` (JSON strings, each
+    cut to :data:`LABEL_CHARS` characters)."""
+    cut = [t if len(t) <= LABEL_CHARS else t[: LABEL_CHARS - 1] + "…" for t in texts]
+    return "text: " + " + ".join(json.dumps(t, ensure_ascii=False) for t in cut)
 
 
 def query(

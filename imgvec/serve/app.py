@@ -179,7 +179,13 @@ class Server:
             return call(self.reader)
 
     def search_upload(
-        self, data: bytes, name: str, k: int, where: str | None, model: str | None
+        self,
+        data: bytes,
+        name: str,
+        k: int,
+        where: str | None,
+        model: str | None,
+        texts: list[str] | None = None,
     ) -> QueryResult:
         """Embed (one upload at a time: loading the model, the first time, takes seconds), then
         search; searches by id go on meanwhile. The model is fixed first, so a switch in
@@ -191,6 +197,8 @@ class Server:
                     raise ImgvecError("the library has no model yet: add images first")
                 model = active.name
             vector = self.reader.embed_image(data, model, self.settings.max_upload_pixels)
+            if texts:
+                vector = combine([vector, *self.reader.embed_texts(texts, model)])
         return self.searching(lambda lib: lib.query_vector(vector, name, k, where, model))
 
     def embed_texts(self, texts: list[str], model: str | None) -> np.ndarray:
@@ -316,11 +324,9 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         where: Annotated[str | None, Query(description="SQL condition on `photos`")] = None,
         model: str | None = None,
     ) -> Json:
-        texts = [t for t in text or [] if t.strip()]
+        texts = _texts(text)
         if id is None and not texts:
             raise ImgvecError("give an image id (`id`), words (`text`), or both")
-        if len(texts) > MAX_TEXTS or any(len(t) > MAX_TEXT for t in texts):
-            raise ImgvecError(f"at most {MAX_TEXTS} texts of at most {MAX_TEXT} characters")
         words = server.embed_texts(texts, model or None) if texts else None
         if id is None:
             assert words is not None
@@ -339,14 +345,19 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
         "/api/search",
         summary="The k images most like an uploaded image",
         description="The body is the image itself (any Content-Type), or a multipart form with "
-        "the image in the field `image`. Nothing is written to the library.",
+        "the image in the field `image`; `text` (repeatable) combines words with it, for a model "
+        "with a text tower. Nothing is written to the library.",
     )
     async def search_by_upload(
         request: Request,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = DEFAULT_K,
         where: str | None = None,
         model: str | None = None,
+        text: Annotated[
+            list[str] | None, Query(description="Words to combine with the image")
+        ] = None,
     ) -> Json:
+        texts = _texts(text)
         data, name = await _upload(request)
         if len(data) > settings.max_upload_bytes:
             raise ImageTooLarge(
@@ -356,7 +367,7 @@ def create_app(settings: Settings, server: Server | None = None) -> FastAPI:
             raise ImageError("empty upload (0 bytes)")
 
         found = await run_in_threadpool(
-            server.search_upload, data, name, k, _blank(where), model or None
+            server.search_upload, data, name, k, _blank(where), model or None, texts
         )
         return Json(found.to_json())
 
@@ -475,6 +486,17 @@ def _unexpected(request: Request, error: Exception) -> Response:
     reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
     log.error("%s %s: %s", request.method, request.url.path, reason)
     return problem(500, f"internal error: {reason}")
+
+
+def _texts(text: list[str] | None) -> list[str]:
+    """The ``text`` parameters: none may be blank, at most :data:`MAX_TEXTS` of at most
+    :data:`MAX_TEXT` characters (:class:`ImgvecError`, 400, otherwise)."""
+    texts = list(text or [])
+    if any(not t.strip() for t in texts):
+        raise ImgvecError("a text to search for must not be empty")
+    if len(texts) > MAX_TEXTS or any(len(t) > MAX_TEXT for t in texts):
+        raise ImgvecError(f"at most {MAX_TEXTS} texts of at most {MAX_TEXT} characters")
+    return texts
 
 
 def _blank(where: str | None) -> str | None:

@@ -13,6 +13,8 @@ out here so that listing the models imports neither torch nor OpenCLIP.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -94,29 +96,74 @@ def _text_encoder(arch: str) -> Callable[[nn.Module, Sequence[str]], Any]:
     return encode
 
 
-def _load_file(model: nn.Module, path: str) -> None:
-    """A local checkpoint as OpenCLIP reads it (``.safetensors``, ``.bin``/``.pt``, with its
-    conversions of third-party layouts)."""
-    _open_clip().load_checkpoint(model, path)
+def _file_loader(arch: str) -> Callable[[nn.Module, str], None]:
+    def load(model: nn.Module, path: str) -> None:
+        """A local checkpoint as OpenCLIP reads it (``.safetensors``, ``.bin``/``.pt``, with
+        its conversions of third-party layouts); anything else in one short line."""
+        try:
+            _open_clip().load_checkpoint(model, path)
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            first = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
+            raise ValueError(
+                f"not an OpenCLIP checkpoint of {arch} ({type(error).__name__}: {first})"
+            ) from error
+
+    return load
 
 
-def _pretrained(arch: str, tag: str, hub: str) -> Callable[[], Mapping[str, Any]]:
+def _pretrained(name: str, arch: str, tag: str, hub: str) -> Callable[[], Mapping[str, Any]]:
     def load() -> Mapping[str, Any]:
         open_clip = _open_clip()
-        try:
-            path = open_clip.download_pretrained(open_clip.get_pretrained_cfg(arch, tag))
-        except Exception as error:
-            raise WeightsUnavailable(
-                f"could not download the pretrained weights of {arch} ({tag}) from the Hugging "
-                f"Face Hub ({error}). On a machine with network access, download "
-                f"{' or '.join(HF_FILES)} from https://huggingface.co/{hub} and pass it with "
-                "--weights FILE"
-            ) from error
-        if not path:
-            raise WeightsUnavailable(f"OpenCLIP has no download for {arch} ({tag})")
+        path = _cached(hub)
+        if path is None:
+            reason = _unreachable()
+            if reason is None:
+                try:
+                    with _quiet():  # the Hub client's retries log warnings: not the user's
+                        path = open_clip.download_pretrained(
+                            open_clip.get_pretrained_cfg(arch, tag)
+                        )
+                except Exception as error:
+                    reason = " ".join(f"{type(error).__name__}: {error}".split())[:160]
+            if not path:
+                raise WeightsUnavailable(
+                    f"could not download the pretrained weights of {name} ({arch} {tag}) from "
+                    f"the Hugging Face Hub ({reason or 'no download known'}). On a machine with "
+                    f"network access, download {HF_FILES[0]} from https://huggingface.co/{hub}, "
+                    f"then: imgvec add PHOTOS --model {name} --weights FILE"
+                )
         return open_clip.factory.load_state_dict(path)
 
     return load
+
+
+def _cached(hub: str) -> str | None:
+    """The checkpoint from the Hugging Face cache, without asking the network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for filename in HF_FILES:
+        found = try_to_load_from_cache(hub, filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _unreachable() -> str | None:
+    """Why the Hub cannot be reached, found in a moment (offline, its name does not resolve),
+    instead of a minute of the Hub client's retries; None: try it (behind a proxy, always)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    try:
+        socket.getaddrinfo("huggingface.co", 443)
+    except OSError as error:
+        return f"no network: huggingface.co does not resolve ({error.strerror or error})"
+    return None
 
 
 def _clip(
@@ -138,9 +185,9 @@ def _clip(
             preprocess=prep,
             description=description,
             pretrained_id=f"openclip:{arch}/{tag}",
-            load_pretrained=_pretrained(arch, tag, hub),
+            load_pretrained=_pretrained(name, arch, tag, hub),
             encode_text=_text_encoder(arch),
-            load_weights_file=_load_file,
+            load_weights_file=_file_loader(arch),
             onnx_batches=onnx_batches,
         )
     )

@@ -55,6 +55,8 @@ async function search() {
     let found;
     if (state.query.kind === "upload") {
       const file = state.query.file;
+      const words = $("words").value.trim();
+      if (words) params.append("text", words);
       found = await api(`/api/search?${params}`, {
         method: "POST",
         body: file,
@@ -94,7 +96,8 @@ function render(found) {
   });
   $("results").replaceChildren(...hits);
   const filter = found.filter ? ` · ${found.filter.matches} images match the filter` : "";
-  $("query-caption").textContent = `${baseName(found.query)} · ${hits.length} results${filter}`;
+  const what = found.vector === "text" ? found.query : baseName(found.query);
+  $("query-caption").textContent = `${what} · ${hits.length} results${filter}`;
   if (!hits.length) showError("No results" + (found.filter ? " match the filter" : ""));
 }
 
