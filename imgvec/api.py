@@ -50,7 +50,7 @@ from imgvec.ops.switch import use_model
 from imgvec.reporting import Reporter, SilentReporter, Stopwatch
 from imgvec.storage import store
 from imgvec.storage.engine import make_engine, sqlite_file, upgrade_schema
-from imgvec.storage.lock import no_writer, write_lock
+from imgvec.storage.lock import database_no_writer, database_write_lock, no_writer, write_lock
 from imgvec.storage.schema import EmbeddingModel, IndexVersion
 from imgvec.types import (
     AddReport,
@@ -302,7 +302,8 @@ class Library:
 
     @contextmanager
     def writing(self) -> Iterator[None]:
-        """Hold the library's write lock (one writer at a time; readers are never blocked), and
+        """Hold the library's write lock (one writer at a time, also across library folders
+        sharing one PostgreSQL database; readers are never blocked), and
         first delete what a killed writer left in the index folder. Raises
         :class:`StorageError` on a read-only library, :class:`LibraryLocked` while another
         process writes."""
@@ -312,7 +313,7 @@ class Library:
             raise StorageError(
                 f"the library at {self.paths.root} is read-only here; this command writes to it"
             )
-        with write_lock(self.paths.lock_file):
+        with write_lock(self.paths.lock_file), database_write_lock(self.engine):
             with self.session() as session:
                 known, exported = store.segment_paths(session), store.export_paths(session)
             artifacts.remove_orphans(self.paths.root, known)
@@ -352,8 +353,8 @@ class Library:
     def verify_index(self) -> VerifyReport:
         """Check the active index (see :meth:`IndexStore.verify`); writes nothing, so it works on
         a full disk or a read-only library."""
-        with no_writer(self.paths.lock_file) as alone:
-            return self.index().verify(writer_active=not alone)
+        with no_writer(self.paths.lock_file) as alone, database_no_writer(self.engine) as none:
+            return self.index().verify(writer_active=not (alone and none))
 
     def current_index_version(self, model: EmbeddingModel) -> IndexVersion:
         """The version to search: caught up first, unless another process is writing or the
