@@ -18,7 +18,14 @@ from imgvec.cli.app import main
 
 
 def _write_peak_memory(path: str) -> None:
-    Path(path).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+    """This process's own peak (KiB): VmHWM, not ``ru_maxrss``, which Linux carries over from
+    the parent at fork (a pytest process that loaded big models would count as this one's)."""
+    try:
+        with open("/proc/self/status") as status:
+            peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        peak = str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    Path(path).write_text(peak)
 
 
 def _write_modules(path: str) -> None:
