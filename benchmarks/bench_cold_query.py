@@ -42,11 +42,8 @@ STORED_TARGET = 0.5
 
 
 def _weights(name: str) -> str:
-    if name == "efficientnet_lite0":
-        return "default"
-    if name == "mobilenet_v2" and common.MOBILENET_WEIGHTS.is_file():
-        return str(common.MOBILENET_WEIGHTS)
-    return "none"
+    """Real weights where no download is needed (:func:`common.offline_weights`), else random."""
+    return (common.offline_weights(name, common.MOBILENET_WEIGHTS) or ("none", ""))[0]
 
 
 def _run(code: Path, library: Path, *args: str, timeout: float = 900) -> tuple[float, str]:

@@ -35,11 +35,8 @@ MODELS = ("efficientnet_lite0", "mobilenet_v2", "resnet50", "vit_b_16")
 
 
 def _weights(name: str) -> str:
-    if name == "efficientnet_lite0":
-        return "default"
-    if name == "mobilenet_v2" and common.MOBILENET_WEIGHTS.is_file():
-        return str(common.MOBILENET_WEIGHTS)
-    return "none"
+    """Real weights where no download is needed (:func:`common.offline_weights`), else random."""
+    return (common.offline_weights(name, common.MOBILENET_WEIGHTS) or ("none", ""))[0]
 
 
 def _inputs(name: str, count: int) -> np.ndarray:

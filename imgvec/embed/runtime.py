@@ -8,7 +8,8 @@ import functools
 import os
 import platform
 import urllib.error
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -80,18 +81,28 @@ def preprocess_image(image: Image.Image, prep: Preprocess) -> torch.Tensor:
     return torch.from_numpy(model_input(image, prep))
 
 
+@contextmanager
+def _reading(path: str, into: str = "") -> Iterator[None]:
+    """THE errors of reading a ``--weights`` file, as :class:`WeightsUnavailable` in one line."""
+    try:
+        yield
+    except FileNotFoundError as error:
+        raise WeightsUnavailable(
+            f"weights file {path} is gone; pass it again with --weights PATH"
+        ) from error
+    except WeightsUnavailable:
+        raise
+    except Exception as error:
+        detail = " ".join(str(error).split())[:300]
+        raise WeightsUnavailable(f"cannot load weights file {path}{into}: {detail}") from error
+
+
 def _load_state(spec: ModelSpec, weights: WeightsChoice) -> Mapping[str, Any] | None:
     if weights.is_random:
         return None
     if weights.path is not None:
-        try:
+        with _reading(weights.path):
             state = torch.load(weights.path, map_location="cpu", weights_only=True)
-        except FileNotFoundError as error:
-            raise WeightsUnavailable(
-                f"weights file {weights.path} is gone; pass it again with --weights PATH"
-            ) from error
-        except Exception as error:
-            raise WeightsUnavailable(f"cannot load weights file {weights.path}: {error}") from error
         if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
             state = state["state_dict"]
         if not isinstance(state, Mapping):
@@ -115,17 +126,8 @@ def build_model(spec: ModelSpec, layer: str, weights: WeightsChoice) -> torch.nn
         torch.manual_seed(RANDOM_SEED)
         model = spec.build()
     if weights.path is not None and spec.load_weights_file is not None:
-        try:
+        with _reading(weights.path, f" into {spec.name}"):
             spec.load_weights_file(model, weights.path)
-        except FileNotFoundError as error:
-            raise WeightsUnavailable(
-                f"weights file {weights.path} is gone; pass it again with --weights PATH"
-            ) from error
-        except Exception as error:
-            detail = " ".join(str(error).split())[:300]
-            raise WeightsUnavailable(
-                f"cannot load weights file {weights.path} into {spec.name}: {detail}"
-            ) from error
         return layer_spec.head(model).eval()
     state = _load_state(spec, weights)
     if state is not None:
