@@ -21,7 +21,6 @@ from tests.conftest import SHARED_EVAL, make_image
 open_clip = pytest.importorskip("open_clip", reason="OpenCLIP is not installed (the clip extra)")
 
 CLIP = "clip_vit_b_32"
-RUNNER = Path(__file__).resolve().parent / "run_imgvec.py"
 UKBENCH = SHARED_EVAL / "ukbench140" / "images"
 
 
