@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from imgvec import scan
 from imgvec.config import LibraryPaths, resolve_paths
@@ -123,7 +123,7 @@ class Library:
         self.paths = paths
         self.engine = engine
         self.reporter = reporter
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._sessions = store.sessions(engine)
         self._query_rows: list[EmbeddingModel] = []
         """The models queries ran here (:meth:`make_exports`)."""
         self.stopwatch = Stopwatch()

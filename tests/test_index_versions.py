@@ -300,3 +300,77 @@ def test_a_segment_tombstones_only_ids_it_holds(imgvec, tmp_path: Path) -> None:
         base = lib.index().load(version)[0]
         changed = lib.sql("SELECT id FROM images WHERE path LIKE '%/a/0.jpg'").rows[0][0]
         assert base.dead.tolist() == [changed]
+
+
+def test_vector_counts_follow_every_write(imgvec, library: Path, tmp_path: Path) -> None:
+    """``models.vector_count`` (read by every update instead of counting the table) equals
+    ``count(*)`` after adds, content changes, failures, moves, removals, a second model and
+    an import."""
+    from sqlalchemy import func, select
+
+    from imgvec.storage.schema import Embedding, EmbeddingModel
+
+    def agree() -> dict[str, int]:
+        lib = Library.open(library, create=False)
+        try:
+            with lib.session() as session:
+                stored = dict(
+                    session.execute(
+                        select(Embedding.model_id, func.count()).group_by(Embedding.model_id)
+                    ).all()
+                )
+                kept = {
+                    row.id: store.count_vectors(session, row.id)
+                    for row in session.scalars(select(EmbeddingModel))
+                }
+        finally:
+            lib.close()
+        assert kept == {model_id: stored.get(model_id, 0) for model_id in kept}
+        return {str(model_id): n for model_id, n in kept.items()}
+
+    folder = tmp_path / "p"
+    for i in range(6):
+        make_image(folder / f"{i}.jpg", seed=700 + i)
+    assert imgvec("add", folder, *FAKE_ARGS).exit_code == 0
+    assert agree() == {"1": 6}
+    make_image(folder / "0.jpg", seed=790)  # new content: the vector is replaced, not added
+    (folder / "1.jpg").write_bytes(b"not an image")  # fails: its vector goes
+    shutil.copy(folder / "2.jpg", folder / "2-copy.jpg")  # known content: reused
+    (folder / "3.jpg").rename(folder / "3-moved.jpg")  # moved: keeps its row
+    assert imgvec("add", folder, *FAKE_ARGS).exit_code == 1
+    assert agree() == {"1": 6}
+    assert imgvec("remove", folder / "4.jpg").exit_code == 0
+    assert agree() == {"1": 5}
+    assert imgvec("model", "use", "fake3", "--weights", "none").exit_code == 0
+    assert agree() == {"1": 5, "2": 5}
+    exported = tmp_path / "vectors.npz"
+    assert imgvec("export", exported, "--model", "fake").exit_code == 0
+    assert imgvec("model", "drop", "fake").exit_code == 0
+    assert agree() == {"2": 5}
+    assert imgvec("remove", folder).exit_code == 0
+    assert agree() == {"2": 0}
+    assert imgvec("add", folder, "--model", "fake3", "--weights", "none").exit_code == 1
+    assert agree() == {"2": 6}  # with 4.jpg, removed from the library only
+    assert imgvec("import", exported).exit_code == 0  # fake's vectors, matched by content
+    assert agree() == {"2": 6, "3": 5}
+
+
+def test_a_rolled_back_write_leaves_the_vector_count(imgvec, photos: Path, library: Path) -> None:
+    assert imgvec("add", photos, *FAKE_ARGS).exit_code == 0
+    lib = Library.open(library, create=False)
+    try:
+        with lib.session() as session:
+            model = store.active_model(session)
+            assert model is not None and store.count_vectors(session, model.id) == 6
+        with pytest.raises(RuntimeError), lib.session() as session, session.begin():
+            row = store.new_image(session, str(photos / "never.jpg"))
+            session.flush()
+            store.put_vector(session, row.id, model.id, bytes(4 * model.dim))
+            store.delete_images(session, store.image_ids_under(session, [str(photos / "sub")]))
+            raise RuntimeError("the write fails before its commit")
+        with lib.session() as session, session.begin():
+            store.delete_images(session, store.image_ids_under(session, [str(photos / "sub")]))
+        with lib.session() as session:
+            assert store.count_vectors(session, model.id) == 4
+    finally:
+        lib.close()

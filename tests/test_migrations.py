@@ -122,6 +122,8 @@ def test_schema_round_trip_keeps_images_and_vectors(imgvec, tmp_path: Path, data
     assert counts() == (5, 5)
     command.upgrade(config, "head")
     assert counts() == (5, 5)
+    with engine.connect() as connection:  # 0006 counted each model's vectors
+        assert connection.scalar(text("SELECT vector_count FROM models")) == 5
 
 
 def test_an_interrupted_upgrade_leaves_the_old_schema_and_can_run_again(tmp_path: Path) -> None:

@@ -54,6 +54,9 @@ class EmbeddingModel(Base):
     """Where a local weights file was found, so later commands can load it again."""
     preprocessing: Mapped[str] = mapped_column(String(200))
     dim: Mapped[int] = mapped_column(Integer)
+    vector_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How many vectors the model has in ``embeddings``, kept by every write of that table in
+    :mod:`imgvec.storage.store`, so the write path never counts the table (issue 16)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

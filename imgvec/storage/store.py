@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Engine, delete, event, func, insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec.storage.schema import (
     Change,
@@ -135,6 +136,7 @@ def bulk_load(session: Session, model_id: int, first_id: int, vectors: np.ndarra
             for i, v in zip(ids, vectors, strict=True)
         ],
     )
+    _count_vectors(session, model_id, len(vectors))
 
 
 def models(session: Session) -> list[EmbeddingModel]:
@@ -373,6 +375,7 @@ def put_vector(session: Session, image_id: int, model_id: int, vector: bytes) ->
     row = session.get(Embedding, (image_id, model_id))
     if row is None:
         session.add(Embedding(image_id=image_id, model_id=model_id, vector=vector))
+        _count_vectors(session, model_id, 1)
     else:
         row.vector = vector
     session.add(Change(model_id=model_id, image_id=image_id))
@@ -388,6 +391,45 @@ def _drop_vectors(session: Session, where: ColumnElement[bool]) -> None:
     if dropped:
         session.execute(insert(Change), [{"model_id": m, "image_id": i} for m, i in dropped])
         session.execute(delete(Embedding).where(where))
+        for model_id, n in Counter(m for m, _ in dropped).items():
+            _count_vectors(session, model_id, -n)
+
+
+_PENDING_COUNTS = "imgvec.vector_counts"
+
+
+def _count_vectors(session: Session, model_id: int, change: int) -> None:
+    """Note a change of a model's vector count; :func:`write_vector_counts` writes it to
+    ``models.vector_count`` when the transaction commits (one UPDATE per model, not one per
+    vector: that doubled the cost of writing 1,000 vectors)."""
+    session.info.setdefault(_PENDING_COUNTS, Counter())[model_id] += change
+
+
+def write_vector_counts(session: Session) -> None:
+    """Before a commit (a ``before_commit`` listener of the library's sessions): the noted
+    count changes, in the same transaction."""
+    for model_id, change in session.info.pop(_PENDING_COUNTS, Counter()).items():
+        if change:
+            session.execute(
+                update(EmbeddingModel)
+                .where(EmbeddingModel.id == model_id)
+                .values(vector_count=EmbeddingModel.vector_count + change)
+                .execution_options(synchronize_session=False)
+            )
+
+
+def forget_vector_counts(session: Session, *_: object) -> None:
+    """After a rollback (an ``after_rollback`` listener): the noted changes never happened."""
+    session.info.pop(_PENDING_COUNTS, None)
+
+
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    """THE session factory of a library: objects stay readable after a commit, and the vector
+    counts noted by this module's writes are written with each commit."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    event.listen(factory, "before_commit", write_vector_counts)
+    event.listen(factory, "after_rollback", forget_vector_counts)
+    return factory
 
 
 def stored_vector(session: Session, image_id: int, model_id: int) -> bytes | None:
@@ -408,7 +450,9 @@ def vector_counts(session: Session) -> tuple[int, dict[int, int]]:
     statements could count a batch's vectors but not its images)."""
     images = select(func.count()).select_from(Image).where(Image.error.is_(None)).scalar_subquery()
     rows = session.execute(
-        select(images, Embedding.model_id, func.count()).group_by(Embedding.model_id)
+        select(images, EmbeddingModel.id, EmbeddingModel.vector_count).where(
+            EmbeddingModel.vector_count > 0
+        )
     ).all()
     if not rows:
         return count_images(session)[0], {}
@@ -416,7 +460,11 @@ def vector_counts(session: Session) -> tuple[int, dict[int, int]]:
 
 
 def count_vectors(session: Session, model_id: int) -> int:
-    return session.scalar(select(func.count()).where(Embedding.model_id == model_id)) or 0
+    """The model's stored vectors: one row read (``models.vector_count``), not a count."""
+    return (
+        session.scalar(select(EmbeddingModel.vector_count).where(EmbeddingModel.id == model_id))
+        or 0
+    )
 
 
 def iter_vectors(
