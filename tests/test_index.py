@@ -148,6 +148,23 @@ def test_exact_top_k_orders_copies_as_faiss_does() -> None:
     assert list(cut[0]) == [3, 1]  # a tie at the cut keeps the earlier rows
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 7, 100])
+def test_running_top_k_over_chunks_equals_exact_top_k_over_all(chunk: int) -> None:
+    """Ground truth over a library read in chunks: the same ids, copies and cut ties included."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((40, 8)).astype(np.float32)
+    vectors[[7, 19, 33]] = vectors[2]  # copies: ties that straddle chunk borders
+    ids = np.arange(40, dtype=np.int64) * 3 + 100
+    queries = np.vstack([vectors[[2, 5]], rng.standard_normal((3, 8)).astype(np.float32)])
+    for k in (2, 3, 11, 45):
+        running = recall.RunningTopK(queries, k)
+        for start in range(0, 40, chunk):
+            running.add(ids[start : start + chunk], vectors[start : start + chunk])
+        scores, rows = recall.exact_top_k(vectors, queries, k)
+        np.testing.assert_array_equal(running.ids, np.where(rows >= 0, ids[rows], -1))
+        np.testing.assert_allclose(running.scores, scores, atol=1e-5)
+
+
 def test_exact_top_k_is_sorted_padded_and_blockwise() -> None:
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((50, 8)).astype(np.float32)

@@ -140,12 +140,24 @@ def test_rebuild_loads_no_model_and_ivf_records_measured_recall(
     imgvec, library_with_photos: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(Models, "embedder", lambda *a: pytest.fail("model loaded"))
+    # A build streams the stored vectors in chunks (here 7 rows), never all of them at once.
+    monkeypatch.setattr(store, "all_vectors", lambda *a: pytest.fail("all vectors read"))
+    chunk_rows: list[int] = []
+    iter_vectors = store.iter_vectors
+
+    def small_chunks(session, model_id, dim, chunk=0):  # type: ignore[no-untyped-def]
+        for ids, vectors in iter_vectors(session, model_id, dim, 7):
+            chunk_rows.append(len(ids))
+            yield ids, vectors
+
+    monkeypatch.setattr(store, "iter_vectors", small_chunks)
     result = imgvec("index", "build", "--kind", "ivf", "--nlist", "2", "--json")
     assert result.exit_code == 0, result.stderr
     built = result.json()
     assert built["kind"] == "ivf" and built["params"]["nlist"] == 2
     assert built["params"]["nprobe"] in (1, 2)
     assert 0.0 < built["recall"] <= 1.0 and built["train_size"] == 60
+    assert max(chunk_rows) == 7 and sum(chunk_rows) == 2 * 60  # sample, then index + truth
     text = imgvec("index", "status").stdout
     assert "Recall@10:" in text and "nprobe=" in text
     rebuilt = imgvec("index", "rebuild", "--json").json()

@@ -7,7 +7,7 @@ IndexIDMap2, which returns wrong ids after ``remove_ids`` on IVF.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,31 @@ class BuiltIndex:
     recall: float | None = None
 
 
+Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+"""A fresh pass over a library's vectors: ``(ids, vectors)`` chunks, int64 (c,) and float32
+(c, d), the same rows in the same order on every call (:func:`build` reads them twice)."""
+
+CHUNK_ROWS = 10_000
+"""Rows per chunk when in-memory arrays are built like a stream (:func:`array_chunks`)."""
+
+
+def array_chunks(ids: np.ndarray, vectors: np.ndarray, rows: int = CHUNK_ROWS) -> Chunks:
+    """In-memory ``ids`` and ``vectors`` as :data:`Chunks`."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(ids), rows):
+            yield ids[start : start + rows], vectors[start : start + rows]
+
+    return chunks
+
+
+def array_lookup(ids: np.ndarray, vectors: np.ndarray) -> VectorLookup:
+    """Exact vectors by id from in-memory arrays (a dict of every id: for tests and tools)."""
+    position = {int(i): p for p, i in enumerate(ids)}
+    return lambda wanted: np.asarray(vectors[[position[int(i)] for i in wanted]], np.float32)
+
+
 def build(
     ids: np.ndarray,
     vectors: np.ndarray,
@@ -47,25 +72,84 @@ def build(
     target_recall: float = recall.DEFAULT_TARGET,
     seed: int = 0,
 ) -> BuiltIndex:
-    """Build a base index of ``kind``; IVF kinds are trained, and nprobe tuned to the target
-    recall@10 on a sample of the vectors (unless ``nprobe`` is given, which is then measured)."""
-    built = train(ids, vectors, kind, nlist=nlist, seed=seed)
-    if kind != "flat":
-        _tune(
-            built, np.asarray(ids, np.int64), np.asarray(vectors, np.float32), nprobe, target_recall
-        )
+    """:func:`build_streamed` over in-memory ``ids`` (N,) and ``vectors`` (N, d)."""
+    return build_streamed(
+        array_chunks(ids, vectors),
+        len(ids),
+        vectors.shape[1],
+        kind,
+        array_lookup(ids, vectors),
+        nlist=nlist,
+        nprobe=nprobe,
+        target_recall=target_recall,
+        seed=seed,
+    )
+
+
+def build_streamed(
+    chunks: Chunks,
+    n: int,
+    dim: int,
+    kind: str,
+    lookup: VectorLookup,
+    *,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    target_recall: float = recall.DEFAULT_TARGET,
+    seed: int = 0,
+    progress: Callable[[int], None] = lambda _rows: None,
+) -> BuiltIndex:
+    """A base index of ``kind`` over ``n`` vectors of ``dim`` read in chunks, never all at once.
+
+    IVF kinds read the chunks twice: first to keep the training sample
+    (:func:`imgvec.index.rules.training_size` rows) and the recall queries
+    (:data:`imgvec.index.recall.SAMPLE_QUERIES` rows); then, once trained, to add each chunk
+    and to find the queries' exact neighbours (:class:`imgvec.index.recall.RunningTopK`).
+    nprobe is tuned to ``target_recall`` (unless given, which is then measured); IVF-PQ
+    re-ranks with ``lookup`` as searches do. Beyond the index itself, memory holds the
+    training sample, one chunk and the quantizer: at 1M x 768-d IVF-Flat, 0.8 GB of sample
+    beside the 3 GB index, where reading every vector first took 9.5 GB (BENCHMARKS.md).
+    ``progress(rows)`` is called as rows are added.
+
+    Raises ImgvecError for an unknown kind, or when FAISS refuses to train (for example fewer
+    vectors than lists).
+    """
+    check_kind(kind)
+    if kind == "flat":
+        index = flat(np.zeros(0, np.int64), np.zeros((0, dim), np.float32))
+        for chunk_ids, chunk_vectors in chunks():
+            index.add_with_ids(
+                np.ascontiguousarray(chunk_vectors, np.float32),
+                np.ascontiguousarray(chunk_ids, np.int64),
+            )
+            progress(len(chunk_ids))
+        return BuiltIndex(index, "flat")
+    nlist = nlist or rules.ivf_nlist(n)
+    train_rows = _training_rows(n, kind, nlist, seed)
+    query_rows = np.sort(recall.sample_rows(n))
+    sample, query_ids, queries = _rows_of(chunks, train_rows, query_rows, dim)
+    built = _trained(kind, dim, n, nlist, sample, len(train_rows), seed)
+    del sample
+    truth = recall.RunningTopK(queries)
+    for chunk_ids, chunk_vectors in chunks():
+        chunk_ids = np.ascontiguousarray(chunk_ids, np.int64)
+        chunk_vectors = np.ascontiguousarray(chunk_vectors, np.float32)
+        built.index.add_with_ids(chunk_vectors, chunk_ids)
+        truth.add(chunk_ids, chunk_vectors)
+        progress(len(chunk_ids))
+    _tune(built, query_ids, queries, truth.ids, lookup, nprobe, target_recall)
     return built
 
 
 def train(
     ids: np.ndarray, vectors: np.ndarray, kind: str, *, nlist: int | None = None, seed: int = 0
 ) -> BuiltIndex:
-    """THE index construction: ``vectors`` (N, d) float32 under int64 ``ids``, in an index of
-    ``kind``. IVF kinds are trained on a sample (:func:`imgvec.index.rules.training_size`) with
-    ``nlist`` lists (default :func:`imgvec.index.rules.ivf_nlist`); nprobe is not yet set.
+    """THE index construction from in-memory arrays: ``vectors`` (N, d) float32 under int64
+    ``ids``, in an index of ``kind``; IVF kinds are trained on the sample :func:`build_streamed`
+    would take, with ``nlist`` lists (default :func:`imgvec.index.rules.ivf_nlist`); nprobe is
+    not yet set.
 
-    Raises ImgvecError for an unknown kind, or when FAISS refuses to train (for example fewer
-    vectors than lists).
+    Raises ImgvecError for an unknown kind, or when FAISS refuses to train.
     """
     check_kind(kind)
     n, dim = vectors.shape
@@ -74,6 +158,47 @@ def train(
     if kind == "flat":
         return BuiltIndex(flat(ids, vectors), "flat")
     nlist = nlist or rules.ivf_nlist(n)
+    rows = _training_rows(n, kind, nlist, seed)
+    built = _trained(kind, dim, n, nlist, vectors[rows], len(rows), seed)
+    built.index.add_with_ids(vectors, ids)
+    return built
+
+
+def _training_rows(n: int, kind: str, nlist: int, seed: int) -> np.ndarray:
+    """Sorted rows of the training sample (:func:`imgvec.index.rules.training_size`)."""
+    train_size = rules.training_size(n, nlist)
+    if kind == "ivfpq":  # 256 centroids per sub-quantizer want ~39 points each
+        train_size = min(n, max(train_size, 256 * rules.MIN_POINTS_PER_LIST))
+    if train_size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, train_size, replace=False))
+
+
+def _rows_of(
+    chunks: Chunks, train_rows: np.ndarray, query_rows: np.ndarray, dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass: the vectors at ``train_rows``, and the ids and vectors at ``query_rows``."""
+    sample = np.zeros((len(train_rows), dim), np.float32)
+    query_ids = np.full(len(query_rows), -1, np.int64)
+    queries = np.zeros((len(query_rows), dim), np.float32)
+    seen = 0
+    for chunk_ids, chunk_vectors in chunks():
+        end = seen + len(chunk_ids)
+        for wanted, into in ((train_rows, sample), (query_rows, queries)):
+            lo, hi = np.searchsorted(wanted, [seen, end])
+            into[lo:hi] = chunk_vectors[wanted[lo:hi] - seen]
+        lo, hi = np.searchsorted(query_rows, [seen, end])
+        query_ids[lo:hi] = np.asarray(chunk_ids)[query_rows[lo:hi] - seen]
+        seen = end
+    if seen < (train_rows[-1] + 1 if len(train_rows) else 0):
+        raise ImgvecError(f"the library changed while the index was built ({seen} rows read)")
+    return sample, query_ids, queries
+
+
+def _trained(
+    kind: str, dim: int, n: int, nlist: int, sample: np.ndarray, train_size: int, seed: int
+) -> BuiltIndex:
+    """An empty IVF index of ``kind``, its coarse quantizer (and PQ codebooks) trained."""
     quantizer = faiss.IndexFlatIP(dim)
     params: dict[str, Any] = {"nlist": nlist}
     if kind == "ivf":
@@ -83,19 +208,13 @@ def train(
         index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
         params["m"] = m
     index.cp.seed = seed
-    train_size = rules.training_size(n, nlist)
-    if kind == "ivfpq":  # 256 centroids per sub-quantizer want ~39 points each
-        train_size = min(n, max(train_size, 256 * rules.MIN_POINTS_PER_LIST))
-    rng = np.random.default_rng(seed)
-    sample = vectors if train_size >= n else vectors[rng.choice(n, train_size, replace=False)]
     try:
-        index.train(sample)
+        index.train(np.ascontiguousarray(sample, np.float32))
     except RuntimeError as error:  # FAISS's own checks, e.g. fewer points than clusters
         detail = str(error).strip().splitlines()[-1].rpartition("failed: ")[2]
         raise ImgvecError(f"cannot train a {kind} index on {n} vectors: {detail}") from None
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
-    index.add_with_ids(vectors, ids)
-    return BuiltIndex(index, kind, params, train_size=min(train_size, n))
+    return BuiltIndex(index, kind, params, train_size=train_size)
 
 
 def check_kind(kind: str) -> None:
@@ -115,15 +234,14 @@ def flat(ids: np.ndarray, vectors: np.ndarray) -> faiss.Index:
 
 
 def _tune(
-    built: BuiltIndex, ids: np.ndarray, vectors: np.ndarray, nprobe: int | None, target: float
+    built: BuiltIndex,
+    query_ids: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    lookup: VectorLookup,
+    nprobe: int | None,
+    target: float,
 ) -> None:
-    query_ids, queries = recall.sample(ids, vectors)
-    truth = recall.exact_neighbours(ids, vectors, queries)
-    position = {int(i): p for p, i in enumerate(ids)}
-
-    def lookup(wanted: np.ndarray) -> np.ndarray:
-        return vectors[[position[int(i)] for i in wanted]]
-
     def search_at(probe: int) -> np.ndarray:
         built.params["nprobe"] = probe
         return search(

@@ -26,15 +26,13 @@ class Tuning:
     curve: dict[int, float]
 
 
-def sample(
-    ids: np.ndarray, vectors: np.ndarray, n: int = SAMPLE_QUERIES, seed: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    pick = _pick(len(ids), n, seed)
-    return ids[pick], vectors[pick]
-
-
 def sample_ids(ids: np.ndarray, n: int = SAMPLE_QUERIES, seed: int = 1) -> np.ndarray:
     return ids[_pick(len(ids), n, seed)]
+
+
+def sample_rows(total: int, n: int = SAMPLE_QUERIES, seed: int = 1) -> np.ndarray:
+    """The rows :func:`sample` takes of ``total``, for vectors read in chunks."""
+    return _pick(total, n, seed)
 
 
 def _pick(total: int, n: int, seed: int) -> np.ndarray:
@@ -88,12 +86,40 @@ def _top_rows(row_scores: np.ndarray, take: int) -> np.ndarray:
     return np.concatenate([above, at_cut])
 
 
-def exact_neighbours(
-    ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int = K + 1
-) -> np.ndarray:
-    """Ids of the ``k`` exact neighbours of each query (see :func:`exact_top_k`), -1 padded."""
-    rows = exact_top_k(vectors, queries, k)[1]
-    return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+class RunningTopK:
+    """:func:`exact_top_k` over vectors that arrive in chunks (a library read from storage, so
+    that ground truth over millions of vectors needs one chunk in memory, not all of them).
+
+    ``add(ids, vectors)`` takes the next chunk, in row order; :attr:`ids` and :attr:`scores`
+    are then, for each of the (Q, d) ``queries``, the ``k`` best ids so far, (Q, k) int64 and
+    float32, best first, ties settled as :func:`exact_top_k` settles them over all the rows
+    (the earlier row kept at the cut, the later listed first), -1 / ``-inf`` padded.
+    """
+
+    def __init__(self, queries: np.ndarray, k: int = K + 1) -> None:
+        self.queries = np.asarray(queries, np.float32)
+        self.k = k
+        self.scores = np.full((len(queries), k), -np.inf, np.float32)
+        self.ids = np.full((len(queries), k), -1, np.int64)
+        self._rows = np.full((len(queries), k), np.iinfo(np.int64).max, np.int64)
+        self._seen = 0
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        scores, rows = exact_top_k(vectors, self.queries, self.k)
+        found = rows >= 0
+        chunk_ids = np.where(found, np.asarray(ids, np.int64)[np.maximum(rows, 0)], -1)
+        chunk_rows = np.where(found, rows + self._seen, np.iinfo(np.int64).max)
+        self._seen += len(vectors)
+        scores = np.hstack([self.scores, scores])
+        ids_all, rows_all = np.hstack([self.ids, chunk_ids]), np.hstack([self._rows, chunk_rows])
+        keep = np.lexsort((rows_all, -scores), axis=1)[:, : self.k]  # best, earlier row at a tie
+        kept_scores = np.take_along_axis(scores, keep, axis=1)
+        kept_rows = np.take_along_axis(rows_all, keep, axis=1)
+        order = np.lexsort((-kept_rows, -kept_scores), axis=1)  # among the kept: later first
+        keep = np.take_along_axis(keep, order, axis=1)
+        self.scores = np.take_along_axis(scores, keep, axis=1)
+        self.ids = np.take_along_axis(ids_all, keep, axis=1)
+        self._rows = np.take_along_axis(rows_all, keep, axis=1)
 
 
 def recall_at_k(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from imgvec.errors import ImgvecError
 from imgvec.index import artifacts, faiss_ops, recall, rules
 from imgvec.index.artifacts import INDEX_DIR
+from imgvec.index.search import vector_lookup
 from imgvec.scan import sha256_file
 from imgvec.storage import store
 from imgvec.storage.schema import EmbeddingModel, IndexSegment, IndexVersion
@@ -105,33 +106,42 @@ class IndexStore:
     def build(
         self, kind: str | None = None, nlist: int | None = None, nprobe: int | None = None
     ) -> IndexVersion:
-        """A fresh version from the stored vectors (no model is loaded); trains IVF kinds."""
+        """A fresh version from the stored vectors, read a chunk at a time and never all at once
+        (:func:`faiss_ops.build_streamed`; no model is loaded); trains IVF kinds."""
         if kind is not None:
             faiss_ops.check_kind(kind)
         with self.sessions() as session:
             seq = store.last_change(session, self.model.id)
             active = store.active_version(session, self.model.id)
-            ids, vectors = store.all_vectors(session, self.model.id, self.model.dim)
+            n = store.count_vectors(session, self.model.id)
         kind = kind or rules.choose_kind(
-            len(ids), self.model.dim, self.memory_budget, active.kind if active else None
+            n, self.model.dim, self.memory_budget, active.kind if active else None
         )
-        if kind != "flat" and len(ids) < rules.MIN_POINTS_PER_LIST:
+        if kind != "flat" and n < rules.MIN_POINTS_PER_LIST:
             raise ImgvecError(
                 f"an {kind} index needs at least {rules.MIN_POINTS_PER_LIST} "
-                f"vectors to train; the library has {len(ids)}"
+                f"vectors to train; the library has {n}"
             )
         if kind != "flat":
-            self.notice(f"Training the {kind.upper()} index on {len(ids)} vectors")
-        built = faiss_ops.build(
-            ids, vectors, kind, nlist=nlist, nprobe=nprobe, target_recall=self.target_recall
+            self.notice(f"Training the {kind.upper()} index on {n} vectors")
+        built = faiss_ops.build_streamed(
+            self._stored_vectors,
+            n,
+            self.model.dim,
+            kind,
+            vector_lookup(self.sessions, self.model),
+            nlist=nlist,
+            nprobe=nprobe,
+            target_recall=self.target_recall,
         )
-        base = self._write_segment(built.index, "base", len(ids), seq)
+        n = int(built.index.ntotal)
+        base = self._write_segment(built.index, "base", n, seq)
         version = self._record(
             [base],
             "build",
             built.kind,
             built.params,
-            len(ids),
+            n,
             seq,
             built.train_size,
             built.recall,
@@ -144,6 +154,11 @@ class IndexStore:
             )
         self._forget_old_versions()
         return version
+
+    def _stored_vectors(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One pass over the model's stored vectors, a chunk at a time (for builds)."""
+        with self.sessions() as session:
+            yield from store.iter_vectors(session, self.model.id, self.model.dim)
 
     def compact(self) -> IndexVersion:
         """Fold deltas and tombstones into a new base (no retraining unless the rules say so)."""
