@@ -167,9 +167,14 @@ def worker_library(task: dict[str, Any]) -> dict[str, Any]:
     result["db_bytes"] = sum(p.stat().st_size for p in root.glob("imgvec.db*"))
     index = lib.index()
     with lib.writing():
+        before, sampler = common.rss("RssAnon"), common.RssSampler(0.05, "RssAnon")
+        sampler.start()
         started = time.perf_counter()
         index.build()
         result["build_s"] = time.perf_counter() - started
+        sampler.stop()
+        peak = max(value for _, value in sampler.samples)
+        result["build_anon"] = {"before": before, "peak": peak}
     base = common.active_version(index)
     result["base"] = {"kind": base.kind, "params": base.params, "recall": base.recall}
     result["base"]["file_bytes"] = base.segments[0]["size_bytes"]
@@ -327,6 +332,15 @@ def _n(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
+def _build_memory(lib: dict[str, Any]) -> str:
+    """Peak allocated memory (RssAnon, sampled every 50 ms) during ``build()``, and its growth
+    over the memory before it; '-' for runs recorded before it was measured."""
+    if "build_anon" not in lib:
+        return "-"
+    anon = lib["build_anon"]
+    return f"{anon['peak'] / GIB:.2f} (+{(anon['peak'] - anon['before']) / GIB:.2f})"
+
+
 def _recall(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -367,16 +381,17 @@ def tables(sizes: Sequence[dict[str, Any]]) -> dict[str, str]:
         return result
     result["setup"] = common.table(
         "N | bulk insert s | database GB | `build()` s | base kind | nlist / nprobe | base MB "
-        "| recall@10 at build | worker peak RSS GB (with its mapped input)",
+        "| recall@10 at build | `build()` peak memory GB (over before) "
+        "| worker peak RSS GB (with its mapped input)",
         (
             f"{_n(lib['n'])} | {secs(lib['insert_s'])} | {lib['db_bytes'] / GIB:.2f} "
             f"| {secs(lib['build_s'])} | {lib['base']['kind']} "
             f"| {common.index_params(lib['base']['params'])} "
             f"| {lib['base']['file_bytes'] / MIB:.1f} | {_recall(lib['base']['recall'])} "
-            f"| {lib['peak_rss'] / GIB:.2f}"
+            f"| {_build_memory(lib)} | {lib['peak_rss'] / GIB:.2f}"
             for lib in libs
         ),
-        "lrrrllr",
+        "lrrrllrrr",
     )
     rows = []
     for lib in libs:
@@ -453,6 +468,8 @@ def _sizes(text: str) -> list[int]:
 
 
 def _kinds(text: str) -> list[str]:
+    if text.strip() == "none":  # the library part only
+        return []
     kinds = [part.strip() for part in text.split(",") if part.strip()]
     if not kinds or set(kinds) - set(faiss_ops.KINDS):
         raise argparse.ArgumentTypeError(f"kinds are among {', '.join(faiss_ops.KINDS)}")
@@ -466,7 +483,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES), help="library sizes")
     parser.add_argument("--dim", type=int, default=768, help="vector dimension")
     parser.add_argument("--queries", type=int, help="per measurement (default: 1000/500/300)")
-    parser.add_argument("--kinds", type=_kinds, default=list(faiss_ops.KINDS), help="index kinds")
+    parser.add_argument(
+        "--kinds",
+        type=_kinds,
+        default=list(faiss_ops.KINDS),
+        help="index kinds built alone (comma-separated), or none",
+    )
     parser.add_argument("--library-max", type=int, help="library part only up to this size")
     parser.add_argument("--tmp", type=Path, help="folder for temporary data (default: system)")
     parser.add_argument("--from-raw", type=Path, help="tables from saved measurements (no run)")

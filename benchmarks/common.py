@@ -138,10 +138,13 @@ def peak_rss(children: bool = False) -> int:
 
 
 class RssSampler:
-    """A thread that records (seconds since start, VmRSS) every ``every`` seconds."""
+    """A thread that records (seconds since start, ``field`` of /proc/self/status in bytes) every
+    ``every`` seconds: VmRSS, or RssAnon for memory the process allocated (mapped files left
+    out)."""
 
-    def __init__(self, every: float) -> None:
+    def __init__(self, every: float, field: str = "VmRSS") -> None:
         self.every = every
+        self.field = field
         self.samples: list[tuple[float, int]] = []
         self.started = time.perf_counter()
         self._stop = threading.Event()
@@ -160,7 +163,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while True:
-            self.samples.append((self.elapsed(), rss()))
+            self.samples.append((self.elapsed(), rss(self.field)))
             if self._stop.wait(self.every):
                 return
 

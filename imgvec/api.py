@@ -133,7 +133,7 @@ class Library:
             self._sessions,
             reporter,
             Models(reporter, self.stopwatch, paths.root, self._sessions),
-            Indexes(paths.root, self._sessions, reporter.notice, self.stopwatch),
+            Indexes(paths.root, self._sessions, reporter, self.stopwatch),
         )
         """What the operations (:mod:`imgvec.ops`) get of this library."""
 

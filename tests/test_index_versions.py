@@ -386,3 +386,17 @@ def test_a_rolled_back_write_leaves_the_vector_count(imgvec, photos: Path, libra
             assert store.count_vectors(session, model.id) == 4
     finally:
         lib.close()
+
+
+def test_a_large_build_shows_its_progress(
+    imgvec, library_with_photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imgvec.index import segments
+
+    result = imgvec("index", "rebuild")
+    assert result.exit_code == 0 and "Indexing" not in result.stderr  # small: no bar
+    monkeypatch.setattr(segments, "PROGRESS_MIN_VECTORS", 60)
+    result = imgvec("index", "build", "--kind", "ivf", "--nlist", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "Training the IVF index on 60 vectors" in result.stderr
+    assert "Indexing" in result.stderr and "120/120" in result.stderr  # two passes over 60

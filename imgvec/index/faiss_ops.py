@@ -109,7 +109,7 @@ def build_streamed(
     re-ranks with ``lookup`` as searches do. Beyond the index itself, memory holds the
     training sample, one chunk and the quantizer: at 1M x 768-d IVF-Flat, 0.8 GB of sample
     beside the 3 GB index, where reading every vector first took 9.5 GB (BENCHMARKS.md).
-    ``progress(rows)`` is called as rows are added.
+    ``progress(rows)`` is called after each chunk of either pass.
 
     Raises ImgvecError for an unknown kind, or when FAISS refuses to train (for example fewer
     vectors than lists).
@@ -127,7 +127,7 @@ def build_streamed(
     nlist = nlist or rules.ivf_nlist(n)
     train_rows = _training_rows(n, kind, nlist, seed)
     query_rows = np.sort(recall.sample_rows(n))
-    sample, query_ids, queries = _rows_of(chunks, train_rows, query_rows, dim)
+    sample, query_ids, queries = _rows_of(chunks, train_rows, query_rows, dim, progress)
     built = _trained(kind, dim, n, nlist, sample, len(train_rows), seed)
     del sample
     truth = recall.RunningTopK(queries)
@@ -175,7 +175,11 @@ def _training_rows(n: int, kind: str, nlist: int, seed: int) -> np.ndarray:
 
 
 def _rows_of(
-    chunks: Chunks, train_rows: np.ndarray, query_rows: np.ndarray, dim: int
+    chunks: Chunks,
+    train_rows: np.ndarray,
+    query_rows: np.ndarray,
+    dim: int,
+    progress: Callable[[int], None],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One pass: the vectors at ``train_rows``, and the ids and vectors at ``query_rows``."""
     sample = np.zeros((len(train_rows), dim), np.float32)
@@ -190,6 +194,7 @@ def _rows_of(
         lo, hi = np.searchsorted(query_rows, [seen, end])
         query_ids[lo:hi] = np.asarray(chunk_ids)[query_rows[lo:hi] - seen]
         seen = end
+        progress(len(chunk_ids))
     if seen < (train_rows[-1] + 1 if len(train_rows) else 0):
         raise ImgvecError(f"the library changed while the index was built ({seen} rows read)")
     return sample, query_ids, queries

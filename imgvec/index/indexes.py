@@ -3,14 +3,13 @@ FAISS is imported when the first one is opened, not before."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec.index import artifacts
-from imgvec.reporting import Stopwatch
+from imgvec.reporting import Reporter, Stopwatch
 from imgvec.storage.schema import EmbeddingModel
 from imgvec.types import IndexVersionInfo
 
@@ -25,13 +24,13 @@ class Indexes:
         self,
         root: Path,
         sessions: sessionmaker[Session],
-        notice: Callable[[str], None],
+        reporter: Reporter,
         stopwatch: Stopwatch | None = None,
     ) -> None:
         self.root = root
         self.stopwatch = stopwatch or Stopwatch()
         self.sessions = sessions
-        self.notice = notice
+        self.reporter = reporter
         self._stores: dict[int, IndexStore] = {}
 
     def of(self, model: EmbeddingModel) -> IndexStore:
@@ -39,7 +38,7 @@ class Indexes:
             with self.stopwatch("import faiss"):  # the first time: a tenth of a second
                 from imgvec.index.segments import IndexStore
 
-            self._stores[model.id] = IndexStore(self.root, self.sessions, model, self.notice)
+            self._stores[model.id] = IndexStore(self.root, self.sessions, model, self.reporter)
         return self._stores[model.id]
 
     def is_current(self, model: EmbeddingModel) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from imgvec.errors import ImgvecError
 from imgvec.index import artifacts, faiss_ops, recall, rules
 from imgvec.index.artifacts import INDEX_DIR
 from imgvec.index.search import vector_lookup
+from imgvec.reporting import Reporter, SilentReporter, progress
 from imgvec.scan import sha256_file
 from imgvec.storage import store
 from imgvec.storage.schema import EmbeddingModel, IndexSegment, IndexVersion
@@ -33,6 +34,10 @@ from imgvec.types import GcReport, IndexVersionInfo, VerifyReport
 
 AUTO_KEEP_RETIRED = 2
 """Retired versions kept after each update (``imgvec index gc --keep`` trims further)."""
+
+
+PROGRESS_MIN_VECTORS = 100_000
+"""Builds of at least this many vectors (tens of seconds and more) show a progress bar."""
 
 
 def total_memory() -> int:
@@ -45,14 +50,15 @@ class IndexStore:
         root: Path,
         sessions: sessionmaker[Session],
         model: EmbeddingModel,
-        notice: Callable[[str], None],
+        reporter: Reporter,
         target_recall: float = recall.DEFAULT_TARGET,
         memory_budget: int | None = None,
     ) -> None:
         self.root = root
         self.sessions = sessions
         self.model = model
-        self.notice = notice
+        self.reporter = reporter
+        self.notice = reporter.notice
         self.target_recall = target_recall
         self.memory_budget = memory_budget or rules.memory_budget(total_memory())
         self._loaded: dict[int, faiss_ops.Segment] = {}
@@ -124,16 +130,20 @@ class IndexStore:
             )
         if kind != "flat":
             self.notice(f"Training the {kind.upper()} index on {n} vectors")
-        built = faiss_ops.build_streamed(
-            self._stored_vectors,
-            n,
-            self.model.dim,
-            kind,
-            vector_lookup(self.sessions, self.model),
-            nlist=nlist,
-            nprobe=nprobe,
-            target_recall=self.target_recall,
-        )
+        passes = 1 if kind == "flat" else 2  # IVF: the training sample, then the index
+        shown = self.reporter if n >= PROGRESS_MIN_VECTORS else SilentReporter()
+        with progress(shown, "Indexing", passes * n) as advance:
+            built = faiss_ops.build_streamed(
+                self._stored_vectors,
+                n,
+                self.model.dim,
+                kind,
+                vector_lookup(self.sessions, self.model),
+                nlist=nlist,
+                nprobe=nprobe,
+                target_recall=self.target_recall,
+                progress=advance,
+            )
         n = int(built.index.ntotal)
         base = self._write_segment(built.index, "base", n, seq)
         version = self._record(
