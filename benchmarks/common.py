@@ -81,15 +81,14 @@ def latencies(search_one: Callable[[Any], Any], queries: Any) -> tuple[dict[str,
 
 @contextmanager
 def faiss_threads(count: int) -> Any:
-    """FAISS on ``count`` OpenMP threads meanwhile (one is steadier on a busy machine)."""
-    import faiss
+    """FAISS's OpenMP and every BLAS (NumPy's re-ranking, FAISS's) on ``count`` threads
+    meanwhile, through threadpoolctl (one is steadier on a busy machine)."""
+    import faiss  # loaded first, so that its OpenMP and BLAS are among the pools limited
+    from threadpoolctl import threadpool_limits
 
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(count)
-    try:
+    with threadpool_limits(count):
+        faiss.omp_set_num_threads(count)
         yield
-    finally:
-        faiss.omp_set_num_threads(before)
 
 
 def thread_latencies(

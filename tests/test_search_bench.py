@@ -106,3 +106,32 @@ def test_tiny_and_bad_inputs() -> None:
         run_bench([0])
     with pytest.raises(ImgvecError):
         run_bench([10], vectors=np.zeros((0, 8), np.float32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_thread_pool_is_held_while_measuring(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAISS's OpenMP and every BLAS (NumPy's, FAISS's) run on ``threads`` during the
+    measurements, and are given back after."""
+    from threadpoolctl import threadpool_info
+
+    import imgvec.tools.bench as bench
+
+    def pools() -> set[tuple[str, int]]:
+        return {(pool["internal_api"], pool["num_threads"]) for pool in threadpool_info()}
+
+    before = pools()
+    seen: list[set[tuple[str, int]]] = []
+    exact_top_k = recall.exact_top_k
+
+    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(pools())
+        return exact_top_k(*args, **kwargs)
+
+    monkeypatch.setattr(bench.recall, "exact_top_k", watched)
+    report = run_bench([300], dim=8, queries=3, nprobes=(1,), threads=threads)
+    assert report.threads == threads and json.loads(report.to_json())["threads"] == threads
+    assert seen and all({n for _, n in during} == {threads} for during in seen)
+    assert {api for api, _ in seen[0]} >= {"openmp", "openblas"}
+    assert pools() == before

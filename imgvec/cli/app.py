@@ -555,6 +555,13 @@ def bench(
     sizes: Annotated[str, typer.Option(help="Library sizes, comma-separated.")] = "100,1000,10000",
     dim: Annotated[int, typer.Option(min=1, help="Vector dimension (synthetic vectors).")] = 768,
     queries: Annotated[int, typer.Option(min=1, help="Query vectors per size.")] = 100,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Threads for FAISS and BLAS while measuring (1: steady single-query figures).",
+        ),
+    ] = 1,
     plot: Annotated[
         Path | None,
         typer.Option(
@@ -576,7 +583,8 @@ def bench(
 ) -> None:
     """Compare exact NumPy search, FAISS Flat and FAISS IVF (several nprobe) on the same vectors.
 
-    Reports build time, single-query latency (p50, mean) and recall@10 against exact search.
+    Reports build time, single-query latency (p50, mean) and recall@10 against exact search,
+    with FAISS's and BLAS's threads held to --threads.
     Synthetic clustered vectors by default; with --library (or --library-vectors for the
     default library) the library's own vectors.
 
@@ -593,7 +601,7 @@ def bench(
         with open_library(library, db, create=False) as lib:
             vectors = lib.vectors()[1]
     try:
-        report = run_bench(wanted, dim=dim, queries=queries, vectors=vectors)
+        report = run_bench(wanted, dim=dim, queries=queries, vectors=vectors, threads=threads)
     except ImgvecError as error:
         fail(str(error))
     if plot is not None:

@@ -10,6 +10,12 @@ Every method searches the same vectors with the same queries, one query at a tim
   (:func:`imgvec.index.rules.ivf_nlist`, :func:`imgvec.index.rules.training_size`), at several
   nprobe values (those above nlist are skipped).
 
+Every library that runs threads (FAISS's OpenMP, NumPy's and FAISS's BLAS) is held to
+``threads`` (default 1) through threadpoolctl while it runs, so single-query figures do not
+depend on what else the machine is doing: on two cores, FAISS's threads wait for each other
+while another process holds a core (BENCHMARKS.md, the index section: 408 ms on two threads
+against 146 ms on one for an exact query over 1M vectors).
+
 By default the vectors are synthetic: L2-normalised points around random cluster centres, like
 real embeddings (uniformly random high-dimensional vectors have no neighbours worth the name and
 make IVF look useless). With ``vectors`` (a library's own, from ``store.all_vectors``) the sizes
@@ -66,12 +72,15 @@ class BenchReport:
     """``synthetic`` or ``library`` (the user's vectors)."""
     sizes: list[int]
     rows: list[BenchRow] = field(default_factory=list)
+    threads: int = 1
+    """Threads each library (OpenMP, BLAS) was held to."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dim": self.dim,
             "queries": self.queries,
             "k": self.k,
+            "threads": self.threads,
             "source": self.source,
             "sizes": self.sizes,
             "rows": [asdict(row) for row in self.rows],
@@ -119,12 +128,32 @@ def run_bench(
     nprobes: tuple[int, ...] = DEFAULT_NPROBES,
     vectors: np.ndarray | None = None,
     seed: int = 0,
+    threads: int = 1,
 ) -> BenchReport:
-    """Benchmark every method at every size (see the module docstring)."""
+    """Benchmark every method at every size (see the module docstring), each thread pool
+    (OpenMP, BLAS) held to ``threads``. Raises ImgvecError for sizes, queries, k, dim or
+    threads below 1, or an empty ``vectors``."""
     if not sizes or any(size < 1 for size in sizes):
         raise ImgvecError("sizes must be positive numbers of vectors")
-    if queries < 1 or k < 1 or dim < 1:
-        raise ImgvecError("queries, k and dim must be at least 1")
+    if queries < 1 or k < 1 or dim < 1 or threads < 1:
+        raise ImgvecError("queries, k, dim and threads must be at least 1")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads):
+        report = _run(sizes, dim, queries, k, nprobes, vectors, seed)
+    report.threads = threads
+    return report
+
+
+def _run(
+    sizes: Sequence[int],
+    dim: int,
+    queries: int,
+    k: int,
+    nprobes: tuple[int, ...],
+    vectors: np.ndarray | None,
+    seed: int,
+) -> BenchReport:
     rng = np.random.default_rng(seed)
     if vectors is not None:
         if vectors.ndim != 2 or len(vectors) == 0:
