@@ -222,12 +222,20 @@ def test_remove_of_unknown_path_fails_with_its_name(imgvec, photos: Path) -> Non
     assert "nope.jpg: not in the library" in result.stderr
 
 
+@pytest.mark.databases
 def test_folder_prefix_does_not_match_sibling_names(imgvec, tmp_path: Path) -> None:
-    make_image(tmp_path / "a" / "x.jpg", seed=1)
-    make_image(tmp_path / "ab" / "y.jpg", seed=2)
-    imgvec("add", tmp_path / "a", tmp_path / "ab", *FAKE_ARGS)
-    assert imgvec("remove", tmp_path / "a", "--json").json()["removed"] == 1
-    assert imgvec("status", "--json").json()["images"] == 1
+    """A folder is a range of paths on SQLite (``a/`` up to ``a0``): names that sort next to
+    it, byte by byte, stay out ("-", "." and "0" around "/"; a non-ASCII name inside)."""
+    inside = [tmp_path / "a" / "x.jpg", tmp_path / "a" / "sub" / "é.jpg", tmp_path / "a" / "0.jpg"]
+    beside = [tmp_path / name / "y.jpg" for name in ("ab", "a-b", "a.b", "a0", "a 1", "A")]
+    beside.append(tmp_path / "a.jpg")
+    for seed, path in enumerate(inside + beside):
+        make_image(path, seed=seed)
+    assert imgvec("add", tmp_path, *FAKE_ARGS).exit_code == 0
+    assert imgvec("remove", tmp_path / "a", "--json").json()["removed"] == len(inside)
+    assert imgvec("status", "--json").json()["images"] == len(beside)
+    report = imgvec("add", tmp_path / "a0", "--json").json()  # a folder's own rows: no others
+    assert (report["unchanged"], report["removed"]) == (1, 0)
 
 
 def test_missing_path_is_reported_and_the_rest_is_added(imgvec, photos: Path) -> None:

@@ -15,7 +15,18 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec.storage.schema import (
@@ -208,13 +219,25 @@ def copy_picture(row: Image, source: Image | None) -> None:
 # --- images --------------------------------------------------------------------------------------
 
 
-def _under(paths: Iterable[str]) -> ColumnElement[bool]:
-    """Rows at these paths or inside these folders (substr: SQLite's LIKE ignores case)."""
+def _under(session: Session, paths: Iterable[str]) -> ColumnElement[bool]:
+    """Rows at these paths or inside these folders.
+
+    On SQLite, a folder is a range of the unique index on ``path`` (TEXT compares bytewise
+    there, and every path that starts with ``folder/`` sorts between ``folder/`` and
+    ``folder0``, "0" following "/"): a search of the index, where a ``substr`` test read every
+    row (0.15 s at 500k images, on each ``add`` and ``remove``). PostgreSQL orders text by the
+    database's collation, which need not be bytewise, so it keeps the exact ``substr`` test.
+    SQLite's LIKE would ignore case.
+    """
+    bytewise = session.get_bind().dialect.name == "sqlite"
     clauses: list[ColumnElement[bool]] = []
     for path in paths:
         prefix = path.rstrip("/") + "/"
         clauses.append(Image.path == path)
-        clauses.append(func.substr(Image.path, 1, len(prefix)) == prefix)
+        if bytewise:
+            clauses.append(and_(Image.path >= prefix, Image.path < prefix[:-1] + "0"))
+        else:
+            clauses.append(func.substr(Image.path, 1, len(prefix)) == prefix)
     return or_(*clauses)
 
 
@@ -233,13 +256,13 @@ def known_images(
             has_vector,
         )
         .outerjoin(Embedding, (Embedding.image_id == Image.id) & (Embedding.model_id == model_id))
-        .where(_under(roots))
+        .where(_under(session, roots))
     )
     return {row.path: KnownImage(*row) for row in session.execute(query)}
 
 
 def image_ids_under(session: Session, paths: Sequence[str]) -> list[int]:
-    return list(session.scalars(select(Image.id).where(_under(paths))))
+    return list(session.scalars(select(Image.id).where(_under(session, paths))))
 
 
 def images_missing_vectors(session: Session, model_id: int) -> list[tuple[int, str]]:
