@@ -182,3 +182,17 @@ def test_opening_a_current_library_imports_no_alembic(imgvec, photos: Path, libr
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_library_from_a_newer_imgvec_is_refused_with_the_reason(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from imgvec.errors import ImgvecError
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(ImgvecError, match="revision 9999 is newer than this imgvec knows"):
+        upgrade_schema(engine)
