@@ -37,7 +37,6 @@ from imgvec.errors import (
 )
 from imgvec.index import artifacts
 from imgvec.index.indexes import Indexes
-from imgvec.index.search import vector_lookup
 from imgvec.ops import backfill as backfill_op
 from imgvec.ops import dupes as dupes_op
 from imgvec.ops import exchange, models, moves, thumbnails
@@ -618,8 +617,8 @@ class Library:
 
     def vector_lookup(self, model: EmbeddingModel) -> Callable[[np.ndarray], np.ndarray]:
         """Stored vectors by image id, for exact re-ranking (see
-        :func:`imgvec.index.search.vector_lookup`)."""
-        return vector_lookup(self._sessions, model)
+        :func:`imgvec.storage.store.vector_lookup`)."""
+        return store.vector_lookup(self._sessions, model.id, model.dim)
 
     # --- metadata ---------------------------------------------------------------------------------
 

@@ -1,6 +1,5 @@
 """Searching a model's index beyond plain top-k (:meth:`IndexStore.search`): top-k among the
-images an SQL condition selects, and the stored-vector lookup that re-ranks compressed
-candidates exactly. FAISS is imported only when an index is searched."""
+images an SQL condition selects. FAISS is imported only when an index is searched."""
 
 from __future__ import annotations
 
@@ -16,22 +15,7 @@ from imgvec.storage import store, user_sql
 from imgvec.storage.schema import EmbeddingModel, IndexVersion
 
 if TYPE_CHECKING:
-    from imgvec.index.faiss_ops import VectorLookup
     from imgvec.index.segments import IndexStore
-
-
-def vector_lookup(sessions: sessionmaker[Session], model: EmbeddingModel) -> VectorLookup:
-    """Stored vectors by image id (int64 (n,) -> float32 (n, dim)), for exact re-ranking of
-    compressed-index candidates; an id removed meanwhile gets a zero vector (ranks last)."""
-
-    def lookup(ids: np.ndarray) -> np.ndarray:
-        with sessions() as session:
-            found_ids, found = store.vectors_of(session, model.id, model.dim, ids.tolist())
-        position = {int(i): p for p, i in enumerate(found_ids)}
-        zero = np.zeros(model.dim, np.float32)
-        return np.stack([found[position[int(i)]] if int(i) in position else zero for i in ids])
-
-    return lookup
 
 
 def filtered_search(
@@ -58,7 +42,7 @@ def filtered_search(
         scores, rows = recall.exact_top_k(vectors, queries, k)
         return scores, np.where(rows >= 0, ids[np.maximum(rows, 0)] if len(ids) else -1, -1), plan
     store_, version = index()
-    lookup = vector_lookup(sessions, model)
+    lookup = store.vector_lookup(sessions, model.id, model.dim)
     fetch = rules.overfetch(k, len(allowed), total)
     allowed_array = np.fromiter(allowed, np.int64, len(allowed))
     while True:

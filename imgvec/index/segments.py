@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from imgvec.errors import ImgvecError
 from imgvec.index import artifacts, faiss_ops, recall, rules
 from imgvec.index.artifacts import INDEX_DIR
-from imgvec.index.search import vector_lookup
 from imgvec.reporting import Reporter, SilentReporter, progress
 from imgvec.scan import sha256_file
 from imgvec.storage import store
@@ -138,7 +137,7 @@ class IndexStore:
                 n,
                 self.model.dim,
                 kind,
-                vector_lookup(self.sessions, self.model),
+                store.vector_lookup(self.sessions, self.model.id, self.model.dim),
                 nlist=nlist,
                 nprobe=nprobe,
                 target_recall=self.target_recall,

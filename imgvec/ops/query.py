@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from imgvec import scan
 from imgvec.embed.batches import DEFAULT_BATCH_SIZE, Loaded, embedded_batches, load_file
 from imgvec.errors import ImgvecError, LibraryLocked, storage_problem
-from imgvec.index.search import filtered_search, vector_lookup
+from imgvec.index.search import filtered_search
 from imgvec.ops.parts import Parts
 from imgvec.storage import store
 from imgvec.storage.schema import EmbeddingModel, IndexVersion
@@ -112,7 +112,8 @@ def search(
         with stopwatch("index load"):
             index.load(version)
         with stopwatch("search"):
-            scores, ids = index.search(version, queries, k, vector_lookup(parts.sessions, model))
+            lookup = store.vector_lookup(parts.sessions, model.id, model.dim)
+            scores, ids = index.search(version, queries, k, lookup)
     else:
         scores, ids, plan = filtered_search(
             engine,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -531,6 +531,22 @@ def vectors_of(
         ).all()
     rows.sort(key=lambda row: row[0])
     return _unpack(rows, dim)
+
+
+def vector_lookup(
+    sessions: sessionmaker[Session], model_id: int, dim: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Stored vectors by image id (int64 (n,) -> float32 (n, dim)), for exact re-ranking of
+    compressed-index candidates; an id removed meanwhile gets a zero vector (ranks last)."""
+
+    def lookup(ids: np.ndarray) -> np.ndarray:
+        with sessions() as session:
+            found_ids, found = vectors_of(session, model_id, dim, ids.tolist())
+        position = {int(i): p for p, i in enumerate(found_ids)}
+        zero = np.zeros(dim, np.float32)
+        return np.stack([found[position[int(i)]] if int(i) in position else zero for i in ids])
+
+    return lookup
 
 
 def _unpack(rows: Sequence[Any], dim: int) -> tuple[np.ndarray, np.ndarray]:
