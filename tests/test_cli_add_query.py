@@ -13,6 +13,7 @@ from imgvec.api import Library
 from imgvec.embed import batches
 from imgvec.embed.loader import Models
 from imgvec.index.segments import IndexStore
+from imgvec.storage import store
 from tests.conftest import FAKE_ARGS, make_image, set_mtime
 
 pytestmark = pytest.mark.databases
@@ -139,6 +140,8 @@ def test_moved_file_keeps_its_row_and_vector(
     (photos / "sub" / "deeper").mkdir()
     (photos / "p3.jpg").rename(photos / "sub" / "deeper" / "renamed.jpg")
     monkeypatch.setattr(Models, "embedder", lambda *a: pytest.fail("model loaded"))
+    # Known contents are asked of the database per file, never read all at once.
+    monkeypatch.setattr(store, "hashes_with_vectors", lambda *a: pytest.fail("every hash read"))
     report = imgvec("add", photos, "--json").json()
     assert (report["moved"], report["added"], report["removed"]) == (1, 0, 0)
     hit = imgvec("query", photos / "sub" / "deeper" / "renamed.jpg", "--json").json()[0]
@@ -153,6 +156,7 @@ def test_second_copy_reuses_the_vector(
     imgvec("add", photos, *FAKE_ARGS)
     shutil.copy(photos / "p1.jpg", photos / "p1-copy.jpg")
     monkeypatch.setattr(Models, "embedder", lambda *a: pytest.fail("model loaded"))
+    monkeypatch.setattr(store, "hashes_with_vectors", lambda *a: pytest.fail("every hash read"))
     report = imgvec("add", photos, "--json").json()
     assert report["added"] == 1 and report["moved"] == 0
     results = imgvec("query", photos / "p1.jpg", "-k", "2", "--json").json()[0]["results"]

@@ -6,7 +6,7 @@ batch loop, and :func:`load_file` THE read-hash-decode step, of ``add``, ``model
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -99,7 +99,7 @@ def embedded_batches(
     loaded_of: Callable[[Prepared], Loaded],
     embed: Callable[[np.ndarray], np.ndarray],
     batch_size: int,
-    known: set[str] | frozenset[str] = frozenset(),
+    known: Container[str] = frozenset(),
 ) -> Iterator[tuple[list[Prepared], dict[str, np.ndarray]]]:
     """THE batch loop: ``load`` each item on worker threads, a batch ahead of the model, and yield
     ``(batch, vectors)``: the vectors (float32, (dim,)) of the batch's contents, by content hash,
@@ -116,7 +116,7 @@ def embedded_batches(
 def embed_new_contents(
     embed: Callable[[np.ndarray], np.ndarray],
     loaded: Sequence[Loaded],
-    known: set[str] | frozenset[str] = frozenset(),
+    known: Container[str] = frozenset(),
 ) -> dict[str, np.ndarray]:
     """Vectors of the contents (by hash) not in ``known``, each embedded once: copies in a
     batch share one forward pass. ``embed`` (a batch (B, 3, H, W) -> (B, dim) float32) is only

@@ -17,11 +17,11 @@ cannot be written fails alone.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec import scan
 from imgvec.decode import fingerprint
@@ -59,7 +59,7 @@ def add_paths(
     roots = list(dict.fromkeys(scan.normalize(root) for root in roots))
     with parts.sessions() as session:
         known = store.known_images(session, roots, model.id)
-        reusable = store.hashes_with_vectors(session, model.id)
+    reusable = KnownContents(parts.sessions, model.id)
 
     pending: list[_Prepared] = []
     seen: set[str] = set()
@@ -123,6 +123,39 @@ def add_paths(
         return report
     parts.indexes.catch_up(model)  # a no-op add does not even import FAISS
     return report
+
+
+class KnownContents:
+    """The contents (sha256) that have a vector of the model: ``add`` reuses it for a moved
+    file or a copy instead of decoding it. Asked of the database one hash at a time, as files
+    are read, so that an ``add`` costs what its new files cost: a set of every hash read first
+    took 1.9 s at 500k images on every ``add``, even one that found nothing new. Answers are
+    kept; :meth:`update` adds the contents this run embedded. Safe across the decode threads
+    (each asks through its own session)."""
+
+    def __init__(self, sessions: sessionmaker[Session], model_id: int) -> None:
+        self._sessions = sessions
+        self._model_id = model_id
+        self._answers: dict[str, bool] = {}
+
+    def __contains__(self, content_hash: object) -> bool:
+        if not isinstance(content_hash, str):
+            return False
+        answer = self._answers.get(content_hash)
+        if answer is None:
+            with self._sessions() as session:
+                answer = store.has_vector_for_content(session, content_hash, self._model_id)
+            self._answers[content_hash] = answer
+        return answer
+
+    def update(self, content_hashes: Iterable[str]) -> None:
+        self._answers.update(dict.fromkeys(content_hashes, True))
+
+    def __iter__(self) -> Iterator[str]:
+        """Every such content, read from the database at once (for workers that cannot ask)."""
+        with self._sessions() as session:
+            stored = store.hashes_with_vectors(session, self._model_id)
+        return iter(stored | {h for h, known in self._answers.items() if known})
 
 
 ACCESS_ERROR = "cannot read file"
@@ -193,7 +226,7 @@ class _Batches:
         self,
         parts: Parts,
         model: EmbeddingModel,
-        reusable: set[str],
+        reusable: KnownContents,
         seen: set[str],
         report: AddReport,
     ) -> None:

@@ -291,6 +291,18 @@ def drop_model(session: Session, model_id: int) -> list[str]:
     return paths
 
 
+def has_vector_for_content(session: Session, content_hash: str, model_id: int) -> bool:
+    """Whether some image with this content (sha256) has a vector of the model (two index
+    lookups: ``images.content_hash``, then the embeddings' key)."""
+    query = (
+        select(Image.id)
+        .join(Embedding, Embedding.image_id == Image.id)
+        .where(Image.content_hash == content_hash, Embedding.model_id == model_id)
+        .limit(1)
+    )
+    return session.execute(query).first() is not None
+
+
 def hashes_with_vectors(session: Session, model_id: int) -> set[str]:
     query = (
         select(Image.content_hash)
