@@ -167,8 +167,8 @@ class Models:
     def _export_of(self, row: ModelRow, verify: bool) -> exports.Stored:
         """The model's export (its size checked, and with ``verify`` its hash); made now when it
         is missing and exports may be written. No ``data``: the model runs on torch."""
-        with self.stopwatch("model load"), self.sessions() as session:
-            stored = exports.load(self.root, session, row.id, verify=verify)
+        with self.stopwatch("model load"):
+            stored = self.stored_export(row, verify)
         if stored.problem is not None:
             self._not_used(row, stored.problem)
         if stored.data is not None or not self.may_export:
@@ -176,6 +176,12 @@ class Models:
         if stored.failed is not None and not self._exporter_changed(stored):
             return stored
         return exports.Stored(self.export(row))  # just made and checked: no sha256 to compare
+
+    def stored_export(self, row: ModelRow, verify: bool = True) -> exports.Stored:
+        """The library's export of the model, read and checked (see :func:`exports.load`); on a
+        Ray worker, the one the writer sent (:mod:`imgvec.embed.ray_workers`)."""
+        with self.sessions() as session:
+            return exports.load(self.root, session, row.id, verify=verify)
 
     def _exporter_changed(self, stored: exports.Stored) -> bool:
         """A recorded failure was made by another exporter (torch was upgraded since): worth
