@@ -36,7 +36,7 @@ class FileError(Data):
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class ClusterInfo(Data):
     """The Ray cluster a run embedded on (``--ray``)."""
 
@@ -45,6 +45,8 @@ class ClusterInfo(Data):
     """Worker actors, each with the model loaded once: one per GPU, else one per CPU."""
     ship_bytes: bool = False
     """The writer read the files and sent their bytes (no shared storage)."""
+    sent: int = 0
+    """Files sent to the workers (a batch sent again counts again); unchanged files are not."""
 
 
 @dataclass

@@ -154,13 +154,9 @@ class Worker:
 class Cluster:
     """A connection to a Ray cluster (:func:`connect`); :meth:`close` it."""
 
-    address: str
-    workers: int
+    info: ClusterInfo
+    """What a report says of the cluster; ``sent`` counts as batches go."""
     gpus: bool
-    ship_bytes: bool = False
-
-    def info(self) -> ClusterInfo:
-        return ClusterInfo(self.address, self.workers, self.ship_bytes)
 
     def close(self) -> None:
         import ray
@@ -197,7 +193,7 @@ class Cluster:
         )
         actors = [
             remote.options(**shape).remote(identity, spec, models.precision, *shared)
-            for _ in range(self.workers)
+            for _ in range(self.info.workers)
         ]
         todo = deque((list(items[i : i + batch_size]), 0) for i in range(0, len(items), batch_size))
         flying: dict[Any, _Flight] = {}
@@ -209,13 +205,14 @@ class Cluster:
             flight = _Flight(number, batch, tries)
             for position, item in enumerate(batch):
                 job = job_of(item)
-                if self.ship_bytes:
+                if self.info.ship_bytes:
                     try:
                         job = Job(job.path, job.own_hash, read_file(job.path))
                     except ImageError as error:  # failed here: nothing to send
                         flight.read_here[position] = Done(unreadable(error))
                         continue
                 flight.jobs.append(job)
+            self.info.sent += len(flight.jobs)
             newly = fresh[told[number] :]
             told[number] = len(fresh)
             call = actors[number].embed.remote(flight.jobs, newly, fingerprints)
@@ -302,7 +299,7 @@ def connect(address: str, ship_bytes: bool = False) -> Cluster:
     if not gpus and not cpus:
         ray.shutdown()
         raise ClusterError(f"the Ray cluster at {address} has no CPU or GPU to work on")
-    return Cluster(address, gpus or cpus, bool(gpus), ship_bytes)
+    return Cluster(ClusterInfo(address, gpus or cpus, ship_bytes), bool(gpus))
 
 
 def _probe(address: str) -> None:

@@ -57,7 +57,7 @@ def add_paths(
 ) -> AddReport:
     """Add files and folders (recursively) with ``model``; the caller holds the write lock.
     With a ``cluster``, its workers read, decode and embed the files (this process writes)."""
-    report = AddReport(ray=cluster.info() if cluster is not None else None)
+    report = AddReport(ray=cluster.info if cluster is not None else None)
     reporter = parts.reporter
     roots = list(dict.fromkeys(scan.normalize(root) for root in roots))
     with parts.sessions() as session:

@@ -37,7 +37,7 @@ def use_model(
 ) -> SwitchReport:
     """Embed what the model lacks, build its index, switch. The caller holds the write lock.
     With a ``cluster``, its workers read, decode and embed the images (this process writes)."""
-    report = SwitchReport(model=row.name, ray=cluster.info() if cluster is not None else None)
+    report = SwitchReport(model=row.name, ray=cluster.info if cluster is not None else None)
     with parts.sessions() as session:
         todo = [_Todo(i, p) for i, p in store.images_missing_vectors(session, row.id)]
         reusable = store.hashes_with_vectors(session, row.id)
