@@ -155,7 +155,8 @@ def test_real_weights_on_ray_agree_with_a_local_run(tmp_path: Path, ray_address:
     on_ray = cli("add", photos, *model, "--library", library, "--ray", ray_address)
     assert on_ray.exit_code == 0
     assert on_ray.json()["added"] == 4 and on_ray.json()["runtime"] == "onnxruntime"
-    expected, got = rows(local_library, photos, "mobilenet_v2"), rows(library, photos, "mobilenet_v2")
+    expected = rows(local_library, photos, "mobilenet_v2")
+    got = rows(library, photos, "mobilenet_v2")
     assert got.keys() == expected.keys()
     for name, row in expected.items():
         assert got[name][:-1] == row[:-1]
