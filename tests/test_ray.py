@@ -19,7 +19,10 @@ import pytest
 from typer.testing import CliRunner
 
 from imgvec.cli.app import app
+from imgvec.embed import registry
+from imgvec.embed.spec import Layer, ModelSpec, Preprocess
 from tests.conftest import FAKE_ARGS, SHARED_EVAL, Run, make_image
+from tests.fake_model import FAKE_DIM, grid_model
 
 RAY_ENV = "IMGVEC_TEST_RAY"
 COUNTS = ("added", "updated", "moved", "unchanged", "removed", "failed", "ignored")
@@ -162,6 +165,63 @@ def test_real_weights_on_ray_agree_with_a_local_run(tmp_path: Path, ray_address:
         assert got[name][:-1] == row[:-1]
         a, b = (np.frombuffer(r[-1], dtype="<f4") for r in (row, got[name]))
         assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.9999, name
+
+
+def dying_model(markers: str) -> Any:
+    """The ``fake`` model, whose process dies on a batch while ``markers`` holds ``always``,
+    or ``once`` (removed as it dies). Built on the workers: the test process never runs it."""
+    from torch import nn
+
+    class Dying(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.grid = grid_model(4)
+
+        def forward(self, batch: Any) -> Any:
+            for name in ("always", "once"):
+                marker = os.path.join(markers, name)
+                if os.path.exists(marker):
+                    if name == "once":
+                        os.unlink(marker)
+                    os._exit(1)
+            return self.grid(batch)
+
+    return Dying()
+
+
+def test_a_lost_worker_costs_one_retry_then_its_files_fail_until_the_next_run(
+    tmp_path: Path, ray_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    spec = ModelSpec(
+        name="dying",
+        build=lambda: dying_model(str(markers)),
+        layers={"grid": Layer(FAKE_DIM, lambda model: model, "the fake model's grid")},
+        default_layer="grid",
+        preprocess=Preprocess(32, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        description="test model whose worker dies",
+    )
+    monkeypatch.setitem(registry._REGISTRY, "dying", spec)
+    for i in range(3):
+        make_image(tmp_path / "photos" / f"p{i}.jpg", seed=i)
+    add = ["add", tmp_path / "photos", "--ray", ray_address, "--json"]
+
+    (markers / "always").touch()
+    lost = cli(*add, "--model", "dying", "--weights", "none")
+    assert lost.exit_code == 1
+    report = lost.json()
+    assert report["failed"] == 3 and report["ray"]["sent"] == 6  # sent twice, lost twice
+    assert {e["reason"] for e in report["errors"]} == {
+        "cannot read file: its Ray worker was lost twice"
+    }
+
+    (markers / "always").unlink()
+    (markers / "once").touch()
+    retried = cli(*add)  # the reason says "try again": the files are not skipped
+    assert retried.exit_code == 0
+    assert retried.json()["updated"] == 3 and retried.json()["ray"]["sent"] == 6
+    assert not (markers / "once").exists()
 
 
 def test_an_unreachable_cluster_is_one_line_and_writes_nothing(

@@ -7,8 +7,9 @@ same outcomes as a local run, and it must see each result before the worker skip
 in a later batch. One actor per GPU of the cluster, else per CPU, each loading the model once as
 a local run does (:class:`~imgvec.embed.loader.Models`, same weights identity; the library's ONNX
 export, if any, is sent by the writer; nothing is ever written by a worker). Each actor has two
-batches queued, so it never waits for the writer. A batch whose worker dies is sent again once;
-if it is lost again, its files fail with a reason that makes the next run try them again.
+batches queued, so it never waits for the writer. A worker that dies is replaced, and its batch sent
+again once; if it is lost again, its files fail with a reason that makes the next run try them
+again.
 
 Ray is imported only here, and only when ``--ray`` is given.
 """
@@ -53,8 +54,9 @@ QUEUED_PER_WORKER = 2
 the writer commits)."""
 CONNECT_TIMEOUT_S = 5.0
 LOST = "cannot read file: its Ray worker was lost twice"
-"""The reason of a file whose batch was lost with its worker twice: it starts like an access
-error, so the library keeps what it held of the file and the next run tries it again."""
+"""The reason of a file whose batch was lost twice with its worker (each lost worker is replaced
+by a new one): it starts like an access error, so the library keeps what it held of the file and
+the next run tries it again."""
 
 
 @dataclass(frozen=True)
@@ -184,17 +186,18 @@ class Cluster:
         if not items:
             return
         export = models.stored_export(row, verify=False)
-        remote = ray.remote(max_restarts=-1, max_task_retries=0)(Worker)
+        remote = ray.remote(max_restarts=0, max_task_retries=0)(Worker)  # replaced here
         shape = {"num_gpus": 1, "num_cpus": 0} if self.gpus else {"num_cpus": 1}
         shared = ray.put(export), ray.put(frozenset(known))  # sent once, not once per actor
         spec = get_spec(row.name)
         identity = _Identity(
             row.id, row.name, row.layer, row.weights, row.weights_path, row.preprocessing, row.dim
         )
-        actors = [
-            remote.options(**shape).remote(identity, spec, models.precision, *shared)
-            for _ in range(self.info.workers)
-        ]
+
+        def start() -> Any:
+            return remote.options(**shape).remote(identity, spec, models.precision, *shared)
+
+        actors = [start() for _ in range(self.info.workers)]
         todo = deque((list(items[i : i + batch_size]), 0) for i in range(0, len(items), batch_size))
         flying: dict[Any, _Flight] = {}
         fresh: list[str] = []  # contents committed in this run, in order
@@ -202,7 +205,7 @@ class Cluster:
 
         def send(batch: list[Item], tries: int) -> None:
             number = min(range(len(actors)), key=lambda a: _queued(flying, a))
-            flight = _Flight(number, batch, tries)
+            flight = _Flight(number, actors[number], batch, tries)
             for position, item in enumerate(batch):
                 job = job_of(item)
                 if self.info.ship_bytes:
@@ -229,12 +232,13 @@ class Cluster:
                 flight = flying.pop(call)
                 try:
                     done, vectors, runtime = ray.get(call)
-                except ray.exceptions.RayActorError as error:
+                except ray.exceptions.RayActorError:
+                    if actors[flight.actor] is flight.handle:  # the first of its batches back
+                        actors[flight.actor], told[flight.actor] = start(), 0
                     if flight.tries == 0:
                         send(flight.batch, 1)
                         continue
-                    reason = f"{LOST} ({type(error).__name__})"
-                    lost = [Done(Loaded(error=reason, access_error=True)) for _ in flight.jobs]
+                    lost = [Done(Loaded(error=LOST, access_error=True)) for _ in flight.jobs]
                     done, vectors, runtime = lost, {}, None
                 except ray.exceptions.RayTaskError as error:
                     raise _worker_failed(error) from None
@@ -251,6 +255,7 @@ class _Flight:
     """A batch sent to an actor."""
 
     actor: int
+    handle: Any
     batch: list[Any]
     tries: int
     jobs: list[Job] = field(default_factory=list)
@@ -291,6 +296,9 @@ def connect(address: str, ship_bytes: bool = False) -> Cluster:
             log_to_driver=False,
         )
         resources = ray.cluster_resources()
+        # Ray prints what the cluster says of dead workers on stdout, which is the JSON's
+        # (``--json``); the writer reports their files itself. Ray's debugger silences it so too.
+        ray._private.worker._worker_logs_enabled = False
     except Exception as error:
         ray.shutdown()
         reason = " ".join(str(error).split())[:300]
