@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from imgvec.embed import registry
 from imgvec.embed.spec import Layer, ModelSpec, Preprocess
 from tests.conftest import FAKE_ARGS, SHARED_EVAL, Run, make_image
 from tests.fake_model import FAKE_DIM, grid_model
+from tests.test_interrupt import RUNNER, committed_vectors, wait_for_commits
 
 RAY_ENV = "IMGVEC_TEST_RAY"
 COUNTS = ("added", "updated", "moved", "unchanged", "removed", "failed", "ignored")
@@ -222,6 +225,28 @@ def test_a_lost_worker_costs_one_retry_then_its_files_fail_until_the_next_run(
     assert retried.exit_code == 0
     assert retried.json()["updated"] == 3 and retried.json()["ray"]["sent"] == 6
     assert not (markers / "once").exists()
+
+
+def test_ctrl_c_keeps_the_committed_batches_and_the_next_run_continues(
+    tmp_path: Path, ray_address: str
+) -> None:
+    photos, library = tmp_path / "photos", tmp_path / "library"
+    for i in range(96):
+        make_image(photos / f"p{i:03d}.jpg", seed=100 + i, size=(64, 48))
+    add = [sys.executable, RUNNER, "add", photos, "--library", library, "--batch-size", "2"]
+    model = ["--model", "mobilenet_v2", "--weights", "none", "--ray", ray_address]
+    process = subprocess.Popen(
+        [str(a) for a in [*add, *model]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for_commits(process, library, 4)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Interrupted after committing" in stdout
+    survived = committed_vectors(library)
+    assert 4 <= survived < 96
+    report = cli("add", photos, "--library", library, "--ray", ray_address, "--json").json()
+    assert (report["added"], report["unchanged"]) == (96 - survived, survived)
 
 
 def test_an_unreachable_cluster_is_one_line_and_writes_nothing(

@@ -81,6 +81,9 @@ class Models:
         self.precision = precision
         self.may_export = False
         """Whether exports may be written: the caller holds the library's write lock."""
+        self.threads: int | None = None
+        """Threads of each ONNX Runtime session (None: its default, one per core); a Ray worker
+        sets its share of the node's CPUs."""
         self._loaded: dict[int, Embedder] = {}
         self._runners: dict[tuple[int, bool], Runner] = {}
 
@@ -151,7 +154,7 @@ class Models:
             # The file's hash beside the session's making (hashlib releases the GIL).
             checked = pool.submit(exports.verified, stored)
             try:
-                runner, failure = OnnxEmbedder(stored.data, row.dim, optimize=bulk), None
+                runner, failure = OnnxEmbedder(stored.data, row.dim, bulk, self.threads), None
             except Exception as error:  # a damaged file, mostly: the hash says
                 runner, failure = None, " ".join(str(error).split())[:200]
             problem = checked.result().problem
@@ -162,7 +165,9 @@ class Models:
             return runner
         self._not_used(row, problem)
         data = self.export(row) if self.may_export else None
-        return self.embedder(row) if data is None else OnnxEmbedder(data, row.dim, optimize=bulk)
+        if data is None:
+            return self.embedder(row)
+        return OnnxEmbedder(data, row.dim, bulk, self.threads)
 
     def _export_of(self, row: ModelRow, verify: bool) -> exports.Stored:
         """The model's export (its size checked, and with ``verify`` its hash); made now when it

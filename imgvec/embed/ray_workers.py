@@ -115,9 +115,14 @@ class Worker:
         export: exports.Stored,
         known: frozenset[str],
     ) -> None:
+        import ray
+
         register(spec)  # the writer's spec: a model registered by code there is known here
         self.row = row
         self.models = _WorkerModels(export, precision)
+        # Ray gives torch OMP_NUM_THREADS = the actor's CPUs; ONNX Runtime takes as many.
+        cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 0))
+        self.models.threads = cpus or None
         self.prepare = self.models.preparer(row)
         self.known = set(known)
 
@@ -242,6 +247,9 @@ class Cluster:
                     done, vectors, runtime = lost, {}, None
                 except ray.exceptions.RayTaskError as error:
                     raise _worker_failed(error) from None
+                except ray.exceptions.RayError as error:  # the object store, the cluster itself
+                    what = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+                    raise ClusterError(f"the Ray cluster at {self.info.address}: {what}") from None
                 yield flight.batch, flight.merge(done), vectors, runtime
                 fresh.extend(vectors)
                 fill()
