@@ -258,13 +258,10 @@ class _Batches:
         """Read, hash, decode and preprocess a file into a new record: the list of every pending
         file must not keep each picture and tensor alive once its batch is committed."""
         assert self.prepare is not None
-        known = pending.known
+        kept = _kept_hash(pending)
 
         def skip_decode(content_hash: str) -> bool:
-            same = known is not None and known.content_hash == content_hash
-            return (same and known.has_vector and known.error is None) or (
-                content_hash in self.reusable
-            )
+            return content_hash == kept or content_hash in self.reusable
 
         loaded = load_file(pending.found.path, self.prepare, skip_decode)
         picture = loaded.picture
@@ -370,11 +367,17 @@ class _Batches:
         return None
 
 
-def _job(pending: _Prepared) -> Job:
-    """A file for a Ray worker, with the content it need not decode (as in ``_prepare``)."""
+def _kept_hash(pending: _Prepared) -> str | None:
+    """The content hash whose vector the library holds for this very file: if the file still
+    has it, it is not decoded again."""
     known = pending.known
     keeps = known is not None and known.has_vector and known.error is None
-    return Job(pending.found.path, known.content_hash if keeps else None)
+    return known.content_hash if keeps and known is not None else None
+
+
+def _job(pending: _Prepared) -> Job:
+    """A file for a Ray worker."""
+    return Job(pending.found.path, _kept_hash(pending))
 
 
 def _set_file(
