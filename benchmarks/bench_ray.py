@@ -70,10 +70,9 @@ def imgvec(*args: object) -> list[str]:
     return [sys.executable, "-m", "imgvec", *(str(a) for a in args)]
 
 
-def start_cluster(cpus: int, port: int) -> tuple[str, str]:
+def start_cluster(cpus: int) -> tuple[str, str]:
     """A local cluster from ``.ci/ray`` with ``cpus`` CPUs: its address and its folder."""
     env = {**os.environ, "PYTHON": sys.executable, "IMGVEC_RAY_CPUS": str(cpus)}
-    env["IMGVEC_RAY_PORT"] = str(port)
     done = subprocess.run(
         [str(common.REPO / ".ci" / "ray")], env=env, capture_output=True, text=True, check=False
     )
@@ -106,7 +105,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 if cpus and cpus not in clusters:
                     for other in list(clusters):  # one cluster at a time: the same 2 cores
                         stop_cluster(clusters.pop(other)[1])
-                    clusters[cpus] = start_cluster(cpus, args.port)
+                    clusters[cpus] = start_cluster(cpus)
                 library = tmp / f"library-{round_number}-{way.replace(' ', '_')}"
                 shutil.copytree(template, library)
                 options = ["--ray", clusters[cpus][0], *extra] if cpus else []
@@ -153,7 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--photos", type=int, default=420, help="photos added by each run")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of all the ways")
-    parser.add_argument("--port", type=int, default=6395, help="the clusters' head port")
     parser.add_argument("--tmp", type=Path, help="folder for temporary data (default: system)")
     common.report_args(parser)
     args = parser.parse_args(argv)
