@@ -250,8 +250,9 @@ def test_ctrl_c_keeps_the_committed_batches_and_the_next_run_continues(
 
 
 def test_an_unreachable_cluster_is_one_line_and_writes_nothing(
-    tmp_path: Path, ray_address: str, local: tuple[Path, Path, Run]
+    tmp_path: Path, local: tuple[Path, Path, Run]
 ) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
     photos, library, _ = local
     before = rows(library, photos)
     refused = cli("add", photos, "--library", library, "--ray", "127.0.0.1:9")
