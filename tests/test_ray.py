@@ -230,13 +230,15 @@ def test_a_lost_worker_costs_one_retry_then_its_files_fail_until_the_next_run(
 def test_ctrl_c_keeps_the_committed_batches_and_the_next_run_continues(
     tmp_path: Path, ray_address: str
 ) -> None:
-    photos, library = tmp_path / "photos", tmp_path / "library"
-    for i in range(96):
-        make_image(photos / f"p{i:03d}.jpg", seed=100 + i, size=(64, 48))
-    add = [sys.executable, RUNNER, "add", photos, "--library", library, "--batch-size", "2"]
-    model = ["--model", "mobilenet_v2", "--weights", "none", "--ray", ray_address]
+    photos, library, count = tmp_path / "photos", tmp_path / "library", 160
+    for i in range(count):
+        make_image(photos / f"p{i:03d}.jpg", seed=100 + i, size=(32, 32))
+    add = [sys.executable, RUNNER, "add", photos, "--library", library, "--batch-size", "1"]
     process = subprocess.Popen(
-        [str(a) for a in [*add, *model]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(a) for a in [*add, *FAKE_ARGS, "--ray", ray_address]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     wait_for_commits(process, library, 4)
     process.send_signal(signal.SIGINT)
@@ -244,9 +246,9 @@ def test_ctrl_c_keeps_the_committed_batches_and_the_next_run_continues(
     assert process.returncode == 130, stderr
     assert "Interrupted after committing" in stdout
     survived = committed_vectors(library)
-    assert 4 <= survived < 96
+    assert 4 <= survived < count, survived
     report = cli("add", photos, "--library", library, "--ray", ray_address, "--json").json()
-    assert (report["added"], report["unchanged"]) == (96 - survived, survived)
+    assert (report["added"], report["unchanged"]) == (count - survived, survived)
 
 
 def test_an_unreachable_cluster_is_one_line_and_writes_nothing(
