@@ -208,8 +208,11 @@ class Cluster:
         fresh: list[str] = []  # contents committed in this run, in order
         told = [0] * len(actors)  # how much of ``fresh`` each actor was told
 
-        def send(batch: list[Item], tries: int) -> None:
-            number = min(range(len(actors)), key=lambda a: _queued(flying, a))
+        def send(batch: list[Item], tries: int, avoid: int | None = None) -> None:
+            """To the actor with the fewest batches queued (another than ``avoid``: the one
+            whose worker just died, if there is another)."""
+            choices = [a for a in range(len(actors)) if a != avoid] or [0]
+            number = min(choices, key=lambda a: _queued(flying, a))
             flight = _Flight(number, actors[number], batch, tries)
             for position, item in enumerate(batch):
                 job = job_of(item)
@@ -241,7 +244,7 @@ class Cluster:
                     if actors[flight.actor] is flight.handle:  # the first of its batches back
                         actors[flight.actor], told[flight.actor] = start(), 0
                     if flight.tries == 0:
-                        send(flight.batch, 1)
+                        send(flight.batch, 1, avoid=flight.actor)
                         continue
                     lost = [Done(Loaded(error=LOST, access_error=True)) for _ in flight.jobs]
                     done, vectors, runtime = lost, {}, None
