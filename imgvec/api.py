@@ -22,12 +22,13 @@ from sqlalchemy.orm import Session
 from imgvec import scan
 from imgvec.config import LibraryPaths, resolve_paths
 from imgvec.decode.images import MAX_PIXELS, probe
-from imgvec.embed import exports
+from imgvec.embed import exports, ray_workers
 from imgvec.embed.batches import DEFAULT_BATCH_SIZE
 from imgvec.embed.loader import Models
 from imgvec.embed.registry import available
 from imgvec.embed.spec import PRECISIONS
 from imgvec.errors import (
+    ClusterError,
     ImageNotFound,
     ImgvecError,
     LibraryLocked,
@@ -217,14 +218,17 @@ class Library:
         weights: str | None = None,
         layer: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        ray: str | None = None,
+        ship_bytes: bool = False,
     ) -> SwitchReport:
         """Embed every image with this model beside the current one, build its index, switch.
 
-        Resumable: vectors already stored are not computed again.
+        Resumable: vectors already stored are not computed again. ``ray`` and ``ship_bytes``:
+        as in :meth:`add`.
         """
-        with self.writing():
+        with _cluster(ray, ship_bytes) as cluster, self.writing():
             row = models.switch_target(self.parts, name, weights, layer)
-            return use_model(self.parts, row, batch_size)
+            return use_model(self.parts, row, batch_size, cluster)
 
     def drop_model(self, name: str) -> int:
         """Delete a model that is not active: its vectors, index files and rows."""
@@ -256,14 +260,21 @@ class Library:
         layer: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         prune: bool = False,
+        ray: str | None = None,
+        ship_bytes: bool = False,
     ) -> AddReport:
         """Add files and folders (recursively); :mod:`imgvec.ops.add` says what happens to each.
 
         ``prune`` also removes the images of folders that now read as empty or are missing
-        (without it they are kept, since that is what an unmounted drive looks like)."""
-        with self.writing():
+        (without it they are kept, since that is what an unmounted drive looks like).
+        ``ray``: the address of a Ray cluster (``host:port``, ``ray://host:port`` or ``auto``)
+        whose workers read, decode and embed the files; this process stays the only writer
+        (:mod:`imgvec.embed.ray_workers`). ``ship_bytes``: the files are read here and their
+        bytes sent, for workers that do not share the files' storage. Raises
+        :class:`ClusterError` when the cluster cannot be used, before anything is written."""
+        with _cluster(ray, ship_bytes) as cluster, self.writing():
             model_row = models.ensure_model(self.parts, model, weights, layer)
-            return add_paths(self.parts, model_row, _paths(paths), batch_size, prune)
+            return add_paths(self.parts, model_row, _paths(paths), batch_size, prune, cluster)
 
     def remove(
         self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
@@ -700,3 +711,18 @@ def _open_database(url: str, reporter: Reporter, read_only: bool, frozen: bool =
         engine.dispose()
         raise
     return engine
+
+
+@contextmanager
+def _cluster(address: str | None, ship_bytes: bool) -> Iterator[ray_workers.Cluster | None]:
+    """The Ray cluster at ``address``, joined for one command (None: no ``--ray``)."""
+    if address is None:
+        if ship_bytes:
+            raise ClusterError("--ship-bytes sends files to Ray workers: give --ray ADDRESS too")
+        yield None
+        return
+    cluster = ray_workers.connect(address, ship_bytes)
+    try:
+        yield cluster
+    finally:
+        cluster.close()

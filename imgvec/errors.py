@@ -35,6 +35,11 @@ class ImageNotFound(ImgvecError):
     """No readable library image has that id (or no vector of the model asked for)."""
 
 
+class ClusterError(ImgvecError):
+    """``--ray``: Ray is not installed, the cluster cannot be reached, or a worker failed in a
+    way that is not one file's (its model cannot load). Committed batches stay."""
+
+
 class StorageError(ImgvecError):
     """The library's storage refused a write: disk full, read-only, I/O error. Nothing
     committed is lost; the command stops."""

@@ -37,6 +37,19 @@ class FileError(Data):
 
 
 @dataclass
+class ClusterInfo(Data):
+    """The Ray cluster a run embedded on (``--ray``)."""
+
+    address: str
+    workers: int
+    """Worker actors, each with the model loaded once: one per GPU, else one per CPU."""
+    ship_bytes: bool = False
+    """The writer read the files and sent their bytes (no shared storage)."""
+    sent: int = 0
+    """Files sent to the workers (a batch sent again counts again); unchanged files are not."""
+
+
+@dataclass
 class AddReport(Data):
     added: int = 0
     updated: int = 0
@@ -55,6 +68,8 @@ class AddReport(Data):
     interrupted: bool = False
     runtime: str | None = None
     """What ran the model: ``onnxruntime`` or ``torch``; None when nothing was embedded."""
+    ray: ClusterInfo | None = None
+    """Where the files were read, decoded and embedded with ``--ray``; None: in this process."""
 
     def summary(self) -> str:
         text = (
@@ -81,6 +96,8 @@ class SwitchReport(Data):
     interrupted: bool = False
     runtime: str | None = None
     """What ran the model: ``onnxruntime`` or ``torch``; None when nothing was embedded."""
+    ray: ClusterInfo | None = None
+    """Where the images were read, decoded and embedded with ``--ray``; None: in this process."""
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,27 @@ LayerOption = Annotated[
 ]
 
 
+RayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Read, decode and embed on the Ray cluster at ADDRESS (HOST:PORT of its head, "
+        "ray://HOST:PORT, or auto); this process stays the only writer. Needs "
+        "pip install 'imgvec[ray]'.",
+        show_default=False,
+    ),
+]
+ShipBytesOption = Annotated[
+    bool,
+    typer.Option(
+        "--ship-bytes",
+        help="With --ray: read the files here and send their bytes to the workers (for "
+        "workers that do not share the files' storage).",
+    ),
+]
+
+
 @contextmanager
 def open_library(
     library: Path | None,
@@ -186,6 +207,8 @@ def add(
             help="Then list the duplicates of what was just added (as `imgvec dupes`).",
         ),
     ] = False,
+    ray: RayOption = None,
+    ship_bytes: ShipBytesOption = False,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -216,6 +239,8 @@ def add(
             layer=layer,
             batch_size=batch_size,
             prune=prune,
+            ray=ray,
+            ship_bytes=ship_bytes,
         )
         if dupes and not report.interrupted:
             found = lib.dupes(since_seq=before)
@@ -1212,6 +1237,8 @@ def model_use(
         int, typer.Option(min=1, help="Images per model call.")
     ] = DEFAULT_BATCH_SIZE,
     precision: PrecisionOption = Precision.auto,
+    ray: RayOption = None,
+    ship_bytes: ShipBytesOption = False,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -1227,7 +1254,7 @@ def model_use(
     Example: imgvec model use resnet50 --layer avgpool
     """
     with open_library(library, db, create=False, quiet=quiet, precision=precision.value) as lib:
-        report = lib.use_model(name, weights, layer, batch_size)
+        report = lib.use_model(name, weights, layer, batch_size, ray, ship_bytes)
     if json_output:
         print_json(report.to_json())
     elif report.switched:

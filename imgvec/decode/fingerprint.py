@@ -38,6 +38,17 @@ def phash(image: Image.Image) -> int:
     return value - (1 << HASH_BITS) if value >= 1 << (HASH_BITS - 1) else value
 
 
+def stored_phash(image: Image.Image | None) -> int | None:
+    """:func:`phash` as ``add`` stores it: None when there are no pixels or the hash cannot be
+    made (``dupes`` makes it again when it needs it)."""
+    if image is None:
+        return None
+    try:
+        return phash(image)
+    except Exception:
+        return None
+
+
 def hamming(a: int, b: int) -> int:
     """Bits that differ between two hashes from :func:`phash` (0..64)."""
     return ((a ^ b) & ((1 << HASH_BITS) - 1)).bit_count()

@@ -6,7 +6,7 @@ import io
 import os
 import stat
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -50,14 +50,19 @@ class Picture:
     """A decoded image, upright (EXIF orientation applied) and in 8-bit RGB.
 
     ``width`` and ``height`` are the full image's (upright); ``image`` may be smaller when it was
-    decoded for a model (see :func:`decode`'s ``min_side``).
+    decoded for a model (see :func:`decode`'s ``min_side``), and None in what a Ray worker sends
+    back (:meth:`without_pixels`).
     """
 
-    image: Image.Image
+    image: Image.Image | None
     width: int
     height: int
     format: str
     metadata: PhotoMetadata = field(default_factory=PhotoMetadata)
+
+    def without_pixels(self) -> Picture:
+        """What the library stores of the picture (sizes, format, EXIF columns), no pixels."""
+        return replace(self, image=None)
 
 
 def read_file(path: str) -> bytes:

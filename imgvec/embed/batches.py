@@ -77,11 +77,27 @@ def load_file(
     """Read, hash and prepare one file; every exception becomes the file's ``error``
     (KeyboardInterrupt and SystemExit still stop the run). ``skip_decode(content_hash)`` says
     when the content's vector is known already."""
-    loaded = Loaded()
     try:
         data = read_file(path)
-    except ImageError as error:  # access errors are OSErrors; "empty", "too large" are content
-        return Loaded(error=str(error), access_error=isinstance(error.__cause__, OSError))
+    except ImageError as error:
+        return unreadable(error)
+    return load_bytes(data, prepare, skip_decode)
+
+
+def unreadable(error: ImageError) -> Loaded:
+    """A file :func:`~imgvec.decode.images.read_file` refused: access errors are OSErrors;
+    "empty", "too large" are the content's."""
+    return Loaded(error=str(error), access_error=isinstance(error.__cause__, OSError))
+
+
+def load_bytes(
+    data: bytes,
+    prepare: Callable[[bytes], tuple[Picture, np.ndarray]],
+    skip_decode: Callable[[str], bool] = lambda _hash: False,
+) -> Loaded:
+    """Hash and prepare a file's bytes (the second half of :func:`load_file`; a Ray worker
+    given the bytes by the writer starts here)."""
+    loaded = Loaded()
     try:
         loaded.content_hash = sha256_bytes(data)
         if not skip_decode(loaded.content_hash):

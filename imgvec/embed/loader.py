@@ -81,6 +81,9 @@ class Models:
         self.precision = precision
         self.may_export = False
         """Whether exports may be written: the caller holds the library's write lock."""
+        self.threads: int | None = None
+        """Threads of each ONNX Runtime session (None: its default, one per core); a Ray worker
+        sets its share of the node's CPUs."""
         self._loaded: dict[int, Embedder] = {}
         self._runners: dict[tuple[int, bool], Runner] = {}
 
@@ -151,7 +154,7 @@ class Models:
             # The file's hash beside the session's making (hashlib releases the GIL).
             checked = pool.submit(exports.verified, stored)
             try:
-                runner, failure = OnnxEmbedder(stored.data, row.dim, optimize=bulk), None
+                runner, failure = OnnxEmbedder(stored.data, row.dim, bulk, self.threads), None
             except Exception as error:  # a damaged file, mostly: the hash says
                 runner, failure = None, " ".join(str(error).split())[:200]
             problem = checked.result().problem
@@ -162,13 +165,15 @@ class Models:
             return runner
         self._not_used(row, problem)
         data = self.export(row) if self.may_export else None
-        return self.embedder(row) if data is None else OnnxEmbedder(data, row.dim, optimize=bulk)
+        if data is None:
+            return self.embedder(row)
+        return OnnxEmbedder(data, row.dim, bulk, self.threads)
 
     def _export_of(self, row: ModelRow, verify: bool) -> exports.Stored:
         """The model's export (its size checked, and with ``verify`` its hash); made now when it
         is missing and exports may be written. No ``data``: the model runs on torch."""
-        with self.stopwatch("model load"), self.sessions() as session:
-            stored = exports.load(self.root, session, row.id, verify=verify)
+        with self.stopwatch("model load"):
+            stored = self.stored_export(row, verify)
         if stored.problem is not None:
             self._not_used(row, stored.problem)
         if stored.data is not None or not self.may_export:
@@ -176,6 +181,12 @@ class Models:
         if stored.failed is not None and not self._exporter_changed(stored):
             return stored
         return exports.Stored(self.export(row))  # just made and checked: no sha256 to compare
+
+    def stored_export(self, row: ModelRow, verify: bool = True) -> exports.Stored:
+        """The library's export of the model, read and checked (see :func:`exports.load`); on a
+        Ray worker, the one the writer sent (:mod:`imgvec.embed.ray_workers`)."""
+        with self.sessions() as session:
+            return exports.load(self.root, session, row.id, verify=verify)
 
     def _exporter_changed(self, stored: exports.Stored) -> bool:
         """A recorded failure was made by another exporter (torch was upgraded since): worth

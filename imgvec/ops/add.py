@@ -27,6 +27,7 @@ from imgvec import scan
 from imgvec.decode import fingerprint
 from imgvec.embed.batches import DEFAULT_BATCH_SIZE, Loaded, embedded_batches, load_file
 from imgvec.embed.loader import Prepare
+from imgvec.embed.ray_workers import Cluster, Job
 from imgvec.errors import storage_problem
 from imgvec.ops.parts import Parts
 from imgvec.reporting import progress
@@ -52,9 +53,11 @@ def add_paths(
     roots: Sequence[str],
     batch_size: int = DEFAULT_BATCH_SIZE,
     prune: bool = False,
+    cluster: Cluster | None = None,
 ) -> AddReport:
-    """Add files and folders (recursively) with ``model``; the caller holds the write lock."""
-    report = AddReport()
+    """Add files and folders (recursively) with ``model``; the caller holds the write lock.
+    With a ``cluster``, its workers read, decode and embed the files (this process writes)."""
+    report = AddReport(ray=cluster.info if cluster is not None else None)
     reporter = parts.reporter
     roots = list(dict.fromkeys(scan.normalize(root) for root in roots))
     with parts.sessions() as session:
@@ -110,7 +113,7 @@ def add_paths(
         )
     report.kept += vanished.kept
 
-    ingest = _Batches(parts, model, reusable, seen, report)
+    ingest = _Batches(parts, model, reusable, seen, report, cluster)
     try:
         ingest.run(pending, batch_size)
         gone = [i for i in vanished.gone if i not in ingest.claimed]
@@ -229,8 +232,10 @@ class _Batches:
         reusable: KnownContents,
         seen: set[str],
         report: AddReport,
+        cluster: Cluster | None = None,
     ) -> None:
         self.parts = parts
+        self.cluster = cluster
         self.model = model
         self.model_id = model.id
         self.reusable = reusable
@@ -247,39 +252,53 @@ class _Batches:
     def run(self, pending: list[_Prepared], batch_size: int) -> None:
         if not pending:
             return
-        self.prepare = self.parts.models.preparer(self.model)
-        batches = embedded_batches(
-            pending,
-            self._prepare,
-            lambda item: item.loaded,
-            self._embed,
-            batch_size,
-            self.reusable,
-        )
+        if self.cluster is not None:
+            batches = self._on_ray(self.cluster, pending, batch_size)
+        else:
+            self.prepare = self.parts.models.preparer(self.model)
+            batches = embedded_batches(
+                pending,
+                self._prepare,
+                lambda item: item.loaded,
+                self._embed,
+                batch_size,
+                self.reusable,
+            )
         with progress(self.parts.reporter, "Adding", len(pending)) as advance:
             for ready, embedded in batches:
                 self._commit(ready, embedded)
                 advance(len(ready))
 
+    def _on_ray(
+        self, cluster: Cluster, pending: list[_Prepared], batch_size: int
+    ) -> Iterator[tuple[list[_Prepared], dict[str, np.ndarray]]]:
+        """What :func:`embedded_batches` gives, made by the cluster's workers (no pixels here)."""
+        batches = cluster.embedded_batches(
+            self.parts.models,
+            self.model,
+            pending,
+            _job,
+            batch_size,
+            self.reusable,
+            fingerprints=True,
+        )
+        for batch, done, vectors, runtime in batches:
+            self.report.runtime = runtime or self.report.runtime
+            pairs = zip(batch, done, strict=True)
+            yield [replace(p, loaded=d.loaded, phash=d.phash) for p, d in pairs], vectors
+
     def _prepare(self, pending: _Prepared) -> _Prepared:
         """Read, hash, decode and preprocess a file into a new record: the list of every pending
         file must not keep each picture and tensor alive once its batch is committed."""
         assert self.prepare is not None
-        known = pending.known
+        kept = _kept_hash(pending)
 
         def skip_decode(content_hash: str) -> bool:
-            same = known is not None and known.content_hash == content_hash
-            return (same and known.has_vector and known.error is None) or (
-                content_hash in self.reusable
-            )
+            return content_hash == kept or content_hash in self.reusable
 
         loaded = load_file(pending.found.path, self.prepare, skip_decode)
-        phash = None
-        if loaded.picture is not None:
-            try:
-                phash = fingerprint.phash(loaded.picture.image)
-            except Exception:  # a hash is made again when ``dupes`` needs it
-                phash = None
+        picture = loaded.picture
+        phash = fingerprint.stored_phash(picture.image if picture is not None else None)
         return replace(pending, loaded=loaded, phash=phash)
 
     def _commit(self, batch: list[_Prepared], embedded: dict[str, np.ndarray]) -> None:
@@ -379,6 +398,19 @@ class _Batches:
             if gone and candidate.id not in self.claimed | claimed:
                 return candidate
         return None
+
+
+def _kept_hash(pending: _Prepared) -> str | None:
+    """The content hash whose vector the library holds for this very file: if the file still
+    has it, it is not decoded again."""
+    known = pending.known
+    keeps = known is not None and known.has_vector and known.error is None
+    return known.content_hash if keeps and known is not None else None
+
+
+def _job(pending: _Prepared) -> Job:
+    """A file for a Ray worker."""
+    return Job(pending.found.path, _kept_hash(pending))
 
 
 def _set_file(

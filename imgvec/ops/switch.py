@@ -9,10 +9,12 @@ vectors are all still stored embeds nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from imgvec.embed.batches import Loaded, embedded_batches, load_file
+from imgvec.embed.ray_workers import Cluster, Job
 from imgvec.ops.parts import Parts
 from imgvec.reporting import progress
 from imgvec.storage import store
@@ -30,9 +32,12 @@ class _Todo:
     loaded: Loaded = field(default_factory=Loaded)
 
 
-def use_model(parts: Parts, row: EmbeddingModel, batch_size: int) -> SwitchReport:
-    """Embed what the model lacks, build its index, switch. The caller holds the write lock."""
-    report = SwitchReport(model=row.name)
+def use_model(
+    parts: Parts, row: EmbeddingModel, batch_size: int, cluster: Cluster | None = None
+) -> SwitchReport:
+    """Embed what the model lacks, build its index, switch. The caller holds the write lock.
+    With a ``cluster``, its workers read, decode and embed the images (this process writes)."""
+    report = SwitchReport(model=row.name, ray=cluster.info if cluster is not None else None)
     with parts.sessions() as session:
         todo = [_Todo(i, p) for i, p in store.images_missing_vectors(session, row.id)]
         reusable = store.hashes_with_vectors(session, row.id)
@@ -43,14 +48,17 @@ def use_model(parts: Parts, row: EmbeddingModel, batch_size: int) -> SwitchRepor
         # A new record: the to-do list must not keep every tensor alive.
         return replace(todo, loaded=load_file(todo.path, prepare_input, reusable.__contains__))
 
-    batches = embedded_batches(
-        todo,
-        prepare,
-        lambda item: item.loaded,
-        lambda batch: _embed(parts, row, batch, report),
-        batch_size,
-        reusable,
-    )
+    if cluster is not None:
+        batches = _on_ray(parts, cluster, row, todo, batch_size, reusable, report)
+    else:
+        batches = embedded_batches(
+            todo,
+            prepare,
+            lambda item: item.loaded,
+            lambda batch: _embed(parts, row, batch, report),
+            batch_size,
+            reusable,
+        )
     try:
         with progress(parts.reporter, f"Embedding with {row.name}", len(todo)) as advance:
             for batch, embedded in batches:
@@ -100,6 +108,24 @@ def _commit(
                 report.failed += 1
                 continue
             store.put_vector(session, item.image_id, row.id, vector)
+
+
+def _on_ray(
+    parts: Parts,
+    cluster: Cluster,
+    row: EmbeddingModel,
+    todo: list[_Todo],
+    batch_size: int,
+    reusable: set[str],
+    report: SwitchReport,
+) -> Iterator[tuple[list[_Todo], dict[str, np.ndarray]]]:
+    """What :func:`embedded_batches` gives, made by the cluster's workers."""
+    batches = cluster.embedded_batches(
+        parts.models, row, todo, lambda item: Job(item.path), batch_size, reusable
+    )
+    for batch, done, vectors, runtime in batches:
+        report.runtime = runtime or report.runtime
+        yield [replace(t, loaded=d.loaded) for t, d in zip(batch, done, strict=True)], vectors
 
 
 def _embed(
