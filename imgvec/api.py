@@ -226,7 +226,7 @@ class Library:
         Resumable: vectors already stored are not computed again. ``ray`` and ``ship_bytes``:
         as in :meth:`add`.
         """
-        with _cluster(ray, ship_bytes) as cluster, self.writing():
+        with _cluster(ray, ship_bytes, self.reporter) as cluster, self.writing():
             row = models.switch_target(self.parts, name, weights, layer)
             return use_model(self.parts, row, batch_size, cluster)
 
@@ -272,7 +272,7 @@ class Library:
         (:mod:`imgvec.embed.ray_workers`). ``ship_bytes``: the files are read here and their
         bytes sent, for workers that do not share the files' storage. Raises
         :class:`ClusterError` when the cluster cannot be used, before anything is written."""
-        with _cluster(ray, ship_bytes) as cluster, self.writing():
+        with _cluster(ray, ship_bytes, self.reporter) as cluster, self.writing():
             model_row = models.ensure_model(self.parts, model, weights, layer)
             return add_paths(self.parts, model_row, _paths(paths), batch_size, prune, cluster)
 
@@ -714,14 +714,21 @@ def _open_database(url: str, reporter: Reporter, read_only: bool, frozen: bool =
 
 
 @contextmanager
-def _cluster(address: str | None, ship_bytes: bool) -> Iterator[ray_workers.Cluster | None]:
-    """The Ray cluster at ``address``, joined for one command (None: no ``--ray``)."""
+def _cluster(
+    address: str | None, ship_bytes: bool, reporter: Reporter
+) -> Iterator[ray_workers.Cluster | None]:
+    """The Ray cluster at ``address``, joined for one command (None: no ``--ray``); the
+    reporter is told where the work goes."""
     if address is None:
         if ship_bytes:
             raise ClusterError("--ship-bytes sends files to Ray workers: give --ray ADDRESS too")
         yield None
         return
     cluster = ray_workers.connect(address, ship_bytes)
+    way = "sending the files' bytes" if ship_bytes else "reading the files by path"
+    reporter.notice(
+        f"Working on the Ray cluster at {address}: {cluster.info.workers} workers, {way}"
+    )
     try:
         yield cluster
     finally:

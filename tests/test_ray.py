@@ -102,6 +102,10 @@ def test_add_on_ray_is_a_local_add_then_skips_moves_and_copies(
     report = first.json()
     assert counts(report) == counts(local_run.json())
     assert report["ray"] == {"address": ray_address, "workers": 2, "ship_bytes": False, "sent": 8}
+    assert (
+        f"Working on the Ray cluster at {ray_address}: 2 workers, reading the files by path"
+        in first.stderr
+    )
     assert {name for name, _ in counts(report)["errors"]} == {"damaged.jpg", "empty.png"}
     assert rows(library, photos) == rows(local_library, local_photos)
 
@@ -133,6 +137,7 @@ def test_ship_bytes_and_model_use_on_ray(
     assert shipped.exit_code == 1
     assert counts(shipped.json()) == counts(local_run.json())
     assert shipped.json()["ray"]["ship_bytes"] is True
+    assert "2 workers, sending the files' bytes" in shipped.stderr
     assert shipped.json()["ray"]["sent"] == 7  # the empty file failed in the writer
     assert rows(library, photos) == rows(local_library, photos)
 
