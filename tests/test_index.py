@@ -295,3 +295,20 @@ def test_search_gives_faiss_its_threads_back(monkeypatch: pytest.MonkeyPatch) ->
 
     assert used == [1, rules.search_threads(24, before)]
     assert faiss.omp_get_max_threads() == before
+
+
+def test_ivfpq_reranks_k_times_the_rerank_factor_candidates_exactly() -> None:
+    vectors = clustered(12_000)
+    built = faiss_ops.build(np.arange(12_000), vectors, "ivfpq")
+    asked: list[int] = []
+
+    def lookup(wanted: np.ndarray) -> np.ndarray:
+        asked.append(len(wanted))
+        return vectors[wanted]
+
+    segment = faiss_ops.Segment(built.index, "ivfpq", built.params)
+    scores, ids = faiss_ops.search([segment], vectors[:3], 5, lookup)
+    assert asked == [3 * 5 * faiss_ops.RERANK_FACTOR]  # one lookup for every candidate
+    exact = np.einsum("qd,qkd->qk", vectors[:3], vectors[ids])
+    np.testing.assert_allclose(scores, exact, rtol=1e-5)  # the scores are exact cosines
+    assert list(ids[:, 0]) == [0, 1, 2]
