@@ -42,6 +42,7 @@ from imgvec.ops import backfill as backfill_op
 from imgvec.ops import dupes as dupes_op
 from imgvec.ops import exchange, models, moves, thumbnails
 from imgvec.ops import query as query_op
+from imgvec.ops import vectors as vectors_op
 from imgvec.ops.add import add_paths
 from imgvec.ops.models import DEFAULT_MODEL
 from imgvec.ops.parts import Parts
@@ -192,11 +193,40 @@ class Library:
             return None if row is None else ModelInfo.of(row)
 
     def init(
-        self, model: str | None = None, weights: str | None = None, layer: str | None = None
+        self,
+        model: str | None = None,
+        weights: str | None = None,
+        layer: str | None = None,
+        vectors: str | None = None,
     ) -> ModelInfo:
-        """Fix the library's model; with the model already fixed, check that the request matches."""
+        """Fix the library's model; with the model already fixed, check that the request matches.
+        ``vectors``: where the indexes live (see :meth:`use_vectors`)."""
         with self.writing():
+            vectors_op.choose(self.parts, vectors)
             return ModelInfo.of(models.ensure_model(self.parts, model, weights, layer))
+
+    def vector_store(self) -> str | None:
+        """The URL of the Milvus store that holds the library's indexes, or None: versioned
+        FAISS files in the library folder."""
+        return self.parts.indexes.vector_store()
+
+    def use_vectors(self, url: str | None) -> None:
+        """Keep a new library's indexes in a Milvus server (``milvus://HOST:PORT[/DB]``) or a
+        Milvus Lite store (``milvus-lite://PATH.db``) instead of FAISS files; recorded in the
+        library, so later commands (and other machines sharing its database) use it too. None:
+        ``IMGVEC_VECTORS``, if set. See :func:`imgvec.ops.vectors.choose` (a library with an
+        index keeps its store: :meth:`move_vectors` moves it). Raises ImgvecError for a bad URL
+        or a store that cannot be reached (:class:`imgvec.index.milvus.VectorStoreError`)."""
+        with self.writing():
+            vectors_op.choose(self.parts, url)
+
+    def move_vectors(self, url: str) -> list[str]:
+        """Move the indexes to the store ``url`` (a Milvus URL, or ``files`` for FAISS files in
+        the library folder): each indexed model's index is built there from the stored vectors
+        (nothing is re-embedded), then recorded, then the old one deleted; the models moved.
+        Safe to interrupt (see :mod:`imgvec.ops.vectors`)."""
+        with self.writing():
+            return vectors_op.move(self.parts, url)
 
     # --- embedding models ------------------------------------------------------------------------
 
@@ -262,6 +292,7 @@ class Library:
         prune: bool = False,
         ray: str | None = None,
         ship_bytes: bool = False,
+        vectors: str | None = None,
     ) -> AddReport:
         """Add files and folders (recursively); :mod:`imgvec.ops.add` says what happens to each.
 
@@ -271,8 +302,10 @@ class Library:
         whose workers read, decode and embed the files; this process stays the only writer
         (:mod:`imgvec.embed.ray_workers`). ``ship_bytes``: the files are read here and their
         bytes sent, for workers that do not share the files' storage. Raises
-        :class:`ClusterError` when the cluster cannot be used, before anything is written."""
+        :class:`ClusterError` when the cluster cannot be used, before anything is written.
+        ``vectors``: where a new library keeps its indexes (:meth:`use_vectors`)."""
         with _cluster(ray, ship_bytes, self.reporter) as cluster, self.writing():
+            vectors_op.choose(self.parts, vectors)
             model_row = models.ensure_model(self.parts, model, weights, layer)
             return add_paths(self.parts, model_row, _paths(paths), batch_size, prune, cluster)
 
@@ -662,7 +695,14 @@ class Library:
         index = None if active is None else self.index_status()
         database = make_url(self.paths.db_url).render_as_string(hide_password=True)
         return Status(
-            str(self.paths.root), database, images, failed, self.models(), index, failures
+            str(self.paths.root),
+            database,
+            images,
+            failed,
+            self.models(),
+            index,
+            failures,
+            self.vector_store(),
         )
 
     # --- vectors in and out -----------------------------------------------------------------------
@@ -703,10 +743,24 @@ def _paths(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> 
 
 
 def _open_database(url: str, reporter: Reporter, read_only: bool, frozen: bool = False) -> Engine:
-    """An engine whose schema is current (upgraded unless ``read_only``); see ``make_engine``."""
-    engine = make_engine(url, read_only=read_only, frozen=frozen)
+    """An engine whose schema is current (upgraded unless ``read_only``); see ``make_engine``.
+    Raises ImgvecError, one line without the password, for a URL SQLAlchemy cannot use or a
+    server database that cannot be reached (a full or read-only disk is left to the caller)."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    shown = make_url(url).render_as_string(hide_password=True) if "://" in url else url
+    try:
+        engine = make_engine(url, read_only=read_only, frozen=frozen)
+    except ArgumentError as error:
+        raise ImgvecError(f"cannot use the database URL {shown}: {error}") from None
     try:
         upgrade_schema(engine, reporter.notice, read_only=read_only)
+    except DBAPIError as error:
+        engine.dispose()
+        if sqlite_file(url) is not None or storage_problem(error) is not None:
+            raise
+        reason = " ".join(str(error.orig).split()) if error.orig else type(error).__name__
+        raise ImgvecError(f"cannot open the database {shown}: {reason}") from None
     except BaseException:
         engine.dispose()
         raise

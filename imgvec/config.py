@@ -10,6 +10,8 @@ import platformdirs
 
 LIBRARY_ENV = "IMGVEC_LIBRARY"
 DB_ENV = "IMGVEC_DB"
+VECTORS_ENV = "IMGVEC_VECTORS"
+"""Where a library made without ``--vectors`` keeps its indexes (see ``Library.use_vectors``)."""
 DB_FILENAME = "imgvec.db"
 
 

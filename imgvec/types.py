@@ -189,6 +189,8 @@ class Status(Data):
     models: list[ModelStatus]
     index: IndexVersionInfo | None
     failures: list[FileError]
+    vectors: str | None = None
+    """The Milvus store that holds the indexes, or None: FAISS files in the library folder."""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

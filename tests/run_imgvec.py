@@ -2,7 +2,8 @@
 
 With ``IMGVEC_TEST_MAXRSS_FILE`` set, the process writes its peak resident memory (KiB, from
 ``getrusage``) to that file when it exits; with ``IMGVEC_TEST_MODULES_FILE``, the names of the
-modules it imported, one per line.
+modules it imported, one per line; with ``IMGVEC_TEST_KILL_AT=module:qualname``, it kills itself
+(SIGKILL) when it first calls that function.
 """
 
 import atexit
@@ -32,7 +33,27 @@ def _write_modules(path: str) -> None:
     Path(path).write_text("\n".join(sorted(sys.modules)))
 
 
+def _kill_at(where: str) -> None:
+    """SIGKILL this process when it first calls ``where`` (``module:Class.method`` or
+    ``module:function``): a crash at exactly that point."""
+    import importlib
+    import signal
+
+    module_name, _, qualname = where.partition(":")
+    owner = importlib.import_module(module_name)
+    *path, name = qualname.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+
+    def killing(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    setattr(owner, name, killing)
+
+
 if __name__ == "__main__":
+    if where := os.environ.get("IMGVEC_TEST_KILL_AT"):
+        _kill_at(where)
     if report := os.environ.get("IMGVEC_TEST_MAXRSS_FILE"):
         atexit.register(_write_peak_memory, report)
     if listing := os.environ.get("IMGVEC_TEST_MODULES_FILE"):

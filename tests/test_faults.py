@@ -605,3 +605,19 @@ def test_help_prints_its_brackets(imgvec: Imgvec) -> None:
     text = " ".join(result.stdout.replace("│", " ").split())
     assert "[env: IMGVEC_LIBRARY; default: the per-user data directory]" in text
     assert "[default: vit_b_16, or the library's model]" in text
+
+
+def test_a_database_url_that_cannot_be_used_is_one_line_without_its_password(
+    imgvec: Imgvec,
+) -> None:
+    for url, words in [
+        ("bogus://x", "cannot use the database URL bogus://x: Can't load plugin"),
+        (
+            "postgresql+psycopg://someone:secret@127.0.0.1:1/x",
+            "cannot open the database postgresql+psycopg://someone:***@127.0.0.1:1/x: ",
+        ),
+    ]:
+        result = imgvec("status", "--db", url)
+        assert result.exit_code == 2, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"error: {words}") and "secret" not in line, line

@@ -1,14 +1,18 @@
-"""A team on one library (issue 17, first step): with the metadata in PostgreSQL, writers in
-different library folders (different machines) exclude each other through the database's
-advisory lock, not a shared folder; readers never wait; a killed writer frees it."""
+"""A team on one library (issue 17): with the metadata in PostgreSQL, writers in different
+library folders (different machines) exclude each other through the database's advisory lock, not
+a shared folder; readers never wait; a killed writer frees it; with the indexes in a Milvus
+server too, a folder with nothing in it is a full member of the team."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from imgvec.errors import LibraryLocked
 from tests.conftest import FAKE_ARGS, make_image
 
 pytestmark = pytest.mark.databases
+RUNNER = Path(__file__).resolve().parent / "run_imgvec.py"
 
 HOLD = """
 import signal, sys
@@ -90,3 +95,88 @@ def _wait_until_gone(db: str, pid: int) -> None:
     finally:
         engine.dispose()
     raise AssertionError(f"the killed writer's session (pid {pid}) is still open")
+
+
+@pytest.fixture
+def milvus_server(tmp_path: Path) -> Iterator[str]:
+    """A Milvus Lite server on localhost (``milvus-lite server``, as a team would run Milvus):
+    its ``milvus://`` URL once it answers; stopped at the end."""
+    pytest.importorskip("pymilvus", reason="needs pymilvus + milvus-lite (test extra)")
+    from pymilvus import MilvusClient
+
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "m")]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until it answers (or has died: then its stderr says why)
+            if server.poll() is not None:
+                raise AssertionError(f"milvus-lite server stopped: {server.stderr.read()!r}")  # type: ignore[union-attr]
+            try:
+                MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=2).close()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+        yield f"milvus://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_team_shares_a_library_through_postgresql_and_a_milvus_server(
+    database: str, tmp_path: Path, imgvec, milvus_server: str
+) -> None:
+    """Two writers in two folders (two machines), one PostgreSQL database, one Milvus server:
+    the second writer is refused while the first writes, a third folder with nothing in it
+    queries throughout, and what a writer adds reaches every folder."""
+    if database != "postgresql":
+        pytest.skip("a team shares PostgreSQL; SQLite is a file of one folder")
+    db = os.environ["IMGVEC_DB"]
+    photos = tmp_path / "photos"
+    for i in range(4):
+        make_image(photos / f"{i}.jpg", seed=800 + i)
+    added = imgvec("add", photos, *FAKE_ARGS, "--vectors", milvus_server, "-L", tmp_path / "a")
+    assert added.exit_code == 0, added.stderr
+    assert not (tmp_path / "a" / "index").exists() or not any((tmp_path / "a" / "index").iterdir())
+
+    def query_from_c(photo: str) -> list[str]:  # a reader on a third machine, in a new process
+        done = subprocess.run(
+            [sys.executable, str(RUNNER), "query", photos / photo, "-k", "5", "--json"],
+            env={**os.environ, "IMGVEC_LIBRARY": str(tmp_path / "c")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        return [Path(h["path"]).name for h in json.loads(done.stdout)[0]["results"]]
+
+    assert query_from_c("2.jpg")[0] == "2.jpg"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HOLD.format(repo=str(Path(__file__).parent.parent), library=str(tmp_path / "b"), db=db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        refused = imgvec("add", photos, "-L", tmp_path / "a")
+        assert refused.exit_code == 2 and "is writing to this library's database" in refused.stderr
+        assert sorted(query_from_c("0.jpg")) == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    _wait_until_gone(db, holder.pid)
+    make_image(photos / "4.jpg", seed=804)
+    assert imgvec("add", photos, "-L", tmp_path / "b").exit_code == 0  # the other machine writes
+    assert query_from_c("4.jpg")[0] == "4.jpg"
+    assert imgvec("index", "verify", "-L", tmp_path / "a").exit_code == 0

@@ -113,7 +113,19 @@ RayOption = Annotated[
         metavar="ADDRESS",
         help="Read, decode and embed on the Ray cluster at ADDRESS (HOST:PORT of its head, "
         "ray://HOST:PORT, or auto); this process stays the only writer. Needs "
-        "pip install 'imgvec[ray]'.",
+        "pip install 'imgvec\\[ray]'.",
+        show_default=False,
+    ),
+]
+VectorsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--vectors",
+        metavar="URL",
+        help="Keep the indexes in Milvus instead of FAISS files in the library folder: "
+        "milvus://HOST:PORT\\[/DB] (a Milvus server) or milvus-lite://PATH.db (a local Milvus "
+        "Lite store). Chosen when the library is made, then recorded. Needs "
+        "pip install 'imgvec\\[milvus]'.",
         show_default=False,
     ),
 ]
@@ -163,6 +175,7 @@ def init(
     model: ModelOption = None,
     weights: WeightsOption = None,
     layer: LayerOption = None,
+    vectors: VectorsOption = None,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -170,13 +183,17 @@ def init(
     """Create a library and fix its embedding model (otherwise the first `add` does this).
 
     Example: imgvec init --model resnet50 --layer avgpool
+             imgvec init --vectors milvus://localhost:19530
     """
     with open_library(library, db) as lib:
-        info = lib.init(model, weights, layer)
+        info = lib.init(model, weights, layer, vectors)
+        where = lib.vector_store()
         if json_output:
-            print_json({"library": str(lib.paths.root), "model": info.to_json()})
+            print_json({"library": str(lib.paths.root), "model": info.to_json(), "vectors": where})
         else:
             out.print(f"Library {lib.paths.root} embeds with {info.label()}", markup=False)
+            if where is not None:
+                out.print(f"Its indexes live in {where}", markup=False)
 
 
 @app.command()
@@ -209,6 +226,7 @@ def add(
     ] = False,
     ray: RayOption = None,
     ship_bytes: ShipBytesOption = False,
+    vectors: VectorsOption = None,
     library: LibraryOption = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -241,6 +259,7 @@ def add(
             prune=prune,
             ray=ray,
             ship_bytes=ship_bytes,
+            vectors=vectors,
         )
         if dupes and not report.interrupted:
             found = lib.dupes(since_seq=before)
@@ -414,6 +433,7 @@ def status(
         return
     out.print(f"Library:  {info.library}", markup=False)
     out.print(f"Database: {info.database}", markup=False)
+    out.print(f"Vectors:  {info.vectors or 'FAISS files in the library folder'}", markup=False)
     out.print(f"Images:   {info.images} ({info.failed} unreadable)", markup=False)
     for entry in info.models:
         marker = "active" if entry.active else "stored"
@@ -428,10 +448,14 @@ def status(
         idx = info.index
         params = ", ".join(f"{k}={v}" for k, v in idx.params.items())
         measured = f", recall@10 {idx.recall:.3f}" if idx.recall is not None else ""
+        held = (
+            f"in {info.vectors}"
+            if info.vectors
+            else f"in {len(idx.segments)} segment(s), {idx.size_bytes / 1e6:.1f} MB"
+        )
         out.print(
             f"Index:    version {idx.id}, {idx.kind}{f' ({params})' if params else ''}, "
-            f"{idx.n_vectors} vectors in {len(idx.segments)} segment(s), "
-            f"{idx.size_bytes / 1e6:.1f} MB{measured}, built {idx.created_at:%Y-%m-%d %H:%M}"
+            f"{idx.n_vectors} vectors {held}{measured}, built {idx.created_at:%Y-%m-%d %H:%M}"
             + (f" [behind the table: {catch_up}]" if idx.behind else ""),
             markup=False,
         )
@@ -1347,11 +1371,8 @@ def index_status(
     trained = f", trained on {active.train_size}" if active.train_size else ""
     out.print(f"Vectors:   {active.n_vectors}{trained}", markup=False)
     if active.recall is not None:
-        out.print(
-            f"Recall@10: {active.recall:.3f} against exact search at "
-            f"nprobe={active.params.get('nprobe')}",
-            markup=False,
-        )
+        setting = f" at nprobe={active.params['nprobe']}" if "nprobe" in active.params else ""
+        out.print(f"Recall@10: {active.recall:.3f} against exact search{setting}", markup=False)
     for segment in active.segments:
         out.print(
             f"Segment:   {segment['role']:5} {segment['n_vectors']:>9} vectors "
@@ -1432,6 +1453,41 @@ def index_rebuild(
     """
     with open_library(library, db, create=False) as lib:
         _print_version(lib.build_index(), json_output)
+
+
+@index_app.command("move")
+def index_move(
+    url: Annotated[
+        str,
+        typer.Argument(
+            metavar="URL",
+            help="milvus://HOST:PORT\\[/DB] (a Milvus server), milvus-lite://PATH.db (a local "
+            "Milvus Lite store) or files (FAISS files in the library folder, the default).",
+            show_default=False,
+        ),
+    ],
+    library: LibraryOption = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Move the indexes to another store: each model's index is built there from the stored
+    vectors (nothing is embedded again), then the library switches, then the old one is deleted.
+
+    Safe to interrupt: until it finishes, the library uses the old store; run it again to finish.
+    Example: imgvec index move milvus://milvus.lan:19530
+             imgvec index move files
+    """
+    with open_library(library, db, create=False) as lib:
+        moved = lib.move_vectors(url)
+        where = lib.vector_store()
+    if json_output:
+        print_json({"vectors": where, "models": moved})
+    else:
+        names = ", ".join(moved) or "no model had an index yet"
+        out.print(
+            f"Indexes now in {where or 'FAISS files in the library folder'} ({names})",
+            markup=False,
+        )
 
 
 @index_app.command("compact")

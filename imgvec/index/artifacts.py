@@ -20,6 +20,8 @@ from imgvec.storage.schema import IndexVersion
 from imgvec.types import IndexVersionInfo
 
 INDEX_DIR = "index"
+MILVUS_KIND = "milvus"
+"""The kind of an index version that is a Milvus collection (:mod:`imgvec.index.milvus`)."""
 OUR_FILE = re.compile(r"m\d+-(base|delta)-[0-9a-f]{12}\.faiss|model\d+-g\d+-[0-9a-f]{8}\.faiss")
 """Names imgvec gives index files (the second: revision 0001's single artifacts)."""
 
@@ -52,11 +54,15 @@ def remove_orphans(root: Path, known: set[str]) -> tuple[int, int]:
     return removed, freed
 
 
-def is_current(root: Path, session: Session, model_id: int) -> bool:
-    """THE "is the index current" check: the model's active version covers every change to its
-    vectors and its files are all there at their recorded sizes (SQL and stat only)."""
+def is_current(root: Path, session: Session, model_id: int, milvus: bool = False) -> bool:
+    """THE "is the index current" check: the model's active version is in the library's store
+    (a Milvus collection with ``milvus``, FAISS files without: a move between them that was
+    cut short left the other kind, which the next update rebuilds), covers every change to its
+    vectors, and its files are all there at their recorded sizes (SQL and stat only)."""
     version = store.active_version(session, model_id)
     if version is None or version.change_seq != store.last_change(session, model_id):
+        return False
+    if (version.kind == MILVUS_KIND) != milvus:
         return False
     return intact(root, session, version.id)
 

@@ -1,5 +1,7 @@
-"""Each model's versioned index (:class:`imgvec.index.segments.IndexStore`), opened once;
-FAISS is imported when the first one is opened, not before."""
+"""Each model's index, opened once: versioned FAISS files in the library folder
+(:class:`imgvec.index.segments.IndexStore`, the default), or a Milvus collection
+(:class:`imgvec.index.milvus.MilvusIndex`) when the library keeps its vectors there. Both have
+the same methods; FAISS (or pymilvus) is imported when the first one is opened, not before."""
 
 from __future__ import annotations
 
@@ -10,15 +12,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec.index import artifacts
 from imgvec.reporting import Reporter, Stopwatch
+from imgvec.storage import store
 from imgvec.storage.schema import EmbeddingModel
 from imgvec.types import IndexVersionInfo
 
 if TYPE_CHECKING:
+    from imgvec.index.milvus import MilvusIndex
     from imgvec.index.segments import IndexStore
 
 
 class Indexes:
-    """Each model's versioned index (:class:`imgvec.index.segments.IndexStore`), opened once."""
+    """Each model's index (FAISS segments or a Milvus collection), opened once."""
 
     def __init__(
         self,
@@ -31,19 +35,37 @@ class Indexes:
         self.stopwatch = stopwatch or Stopwatch()
         self.sessions = sessions
         self.reporter = reporter
-        self._stores: dict[int, IndexStore] = {}
+        self._stores: dict[int, IndexStore | MilvusIndex] = {}
 
-    def of(self, model: EmbeddingModel) -> IndexStore:
+    def vector_store(self) -> str | None:
+        """The URL of the library's Milvus store, or None for FAISS files."""
+        with self.sessions() as session:
+            return store.vector_store(session)
+
+    def of(self, model: EmbeddingModel) -> IndexStore | MilvusIndex:
         if model.id not in self._stores:
+            self._stores[model.id] = self.open(model, self.vector_store())
+        return self._stores[model.id]
+
+    def open(self, model: EmbeddingModel, url: str | None) -> IndexStore | MilvusIndex:
+        """The model's index in the store ``url`` (a Milvus URL, or None for FAISS files),
+        whatever the library records (``imgvec index move`` builds in the next one)."""
+        if url is None:
             with self.stopwatch("import faiss"):  # the first time: a tenth of a second
                 from imgvec.index.segments import IndexStore
 
-            self._stores[model.id] = IndexStore(self.root, self.sessions, model, self.reporter)
-        return self._stores[model.id]
+            return IndexStore(self.root, self.sessions, model, self.reporter)
+        with self.stopwatch("import pymilvus"):  # the first time: about a second
+            from imgvec.index import milvus
+
+            target = milvus.parse_url(url)
+            milvus.client(target)
+        return milvus.MilvusIndex(self.root, self.sessions, model, self.reporter, target)
 
     def is_current(self, model: EmbeddingModel) -> bool:
         with self.sessions() as session:
-            return artifacts.is_current(self.root, session, model.id)
+            milvus = store.vector_store(session) is not None
+            return artifacts.is_current(self.root, session, model.id, milvus)
 
     def versions(self, model: EmbeddingModel) -> list[IndexVersionInfo]:
         """The model's kept index versions, newest first (SQL only: no FAISS)."""
@@ -55,5 +77,8 @@ class Indexes:
         if not self.is_current(model):
             self.of(model).update()
 
-    def forget(self, model_id: int) -> None:
-        self._stores.pop(model_id, None)
+    def forget(self, model_id: int | None = None) -> None:
+        """Close the model's index here (every model's with None): the next use opens it anew."""
+        if model_id is None:
+            self._stores.clear()
+        self._stores.pop(model_id or -1, None)

@@ -73,7 +73,7 @@ class IndexStore:
         self.remove_orphans()
         with self.sessions() as session:
             active = store.active_version(session, self.model.id)
-            if active is None:
+            if active is None or active.kind == artifacts.MILVUS_KIND:  # a move cut short
                 return self.build()
             segments = store.segments_of(session, active.id)
             broken = [s.path for s in segments if not self._file_intact(s)]
@@ -342,7 +342,10 @@ class IndexStore:
             )
 
     def intact(self, version: IndexVersion) -> bool:
-        """Every file of the version is there with its recorded size (a stat each)."""
+        """The version is made of FAISS files, all there with their recorded sizes (a stat
+        each)."""
+        if version.kind == artifacts.MILVUS_KIND:
+            return False
         with self.sessions() as session:
             return artifacts.intact(self.root, session, version.id)
 
@@ -418,7 +421,7 @@ class IndexStore:
             active = store.active_version(session, self.model.id)
             report = VerifyReport(active.id if active else None)
             known = store.segment_paths(session)
-            if active is None:
+            if active is None or active.kind == artifacts.MILVUS_KIND:
                 report.problems.append("no index has been built (run imgvec index rebuild)")
                 return report
             segments = store.segments_of(session, active.id)

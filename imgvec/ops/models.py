@@ -176,6 +176,8 @@ def drop_model(parts: Parts, name: str) -> int:
         paths = store.drop_model(session, row.id)
     for relative in paths:
         (parts.root / relative).unlink(missing_ok=True)
+    if parts.indexes.vector_store() is not None:  # its collection: no version names it now
+        parts.indexes.of(row).remove_orphans()
     parts.indexes.forget(row.id)
     parts.models.forget(row.id)
     return vectors

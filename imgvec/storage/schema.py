@@ -61,7 +61,7 @@ class EmbeddingModel(Base):
 
 
 class LibraryState(Base):
-    """A single row: the active model."""
+    """A single row: the active model, and where the indexes live."""
 
     __tablename__ = "library_state"
 
@@ -70,6 +70,11 @@ class LibraryState(Base):
     dupes_seq: Mapped[int | None] = mapped_column(BigInteger)
     """The change seq the last whole-library ``imgvec dupes`` run was current at: ``--new``
     checks the images changed since (the change log is kept from here on)."""
+    vectors: Mapped[str | None] = mapped_column(Text)
+    """Where the indexes live: None for FAISS files in the library folder, else the URL of a
+    Milvus server or Milvus Lite store (:mod:`imgvec.index.milvus`)."""
+    library_id: Mapped[str | None] = mapped_column(String(32))
+    """A random name for this library's Milvus collections (made when first needed)."""
 
 
 class Image(Base):

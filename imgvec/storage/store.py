@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -685,6 +686,55 @@ def version(session: Session, version_id: int) -> IndexVersion | None:
 
 def segment_paths(session: Session) -> set[str]:
     return set(session.scalars(select(IndexSegment.path)))
+
+
+def has_versions(session: Session) -> bool:
+    """Whether any model has an index version (built, or kept retired)."""
+    return session.scalars(select(IndexVersion.id).limit(1)).first() is not None
+
+
+def set_version_seq(session: Session, version_id: int, seq: int, n_vectors: int) -> None:
+    """Move a version that is updated in place (a Milvus collection) to change ``seq``."""
+    session.execute(
+        update(IndexVersion)
+        .where(IndexVersion.id == version_id)
+        .values(change_seq=seq, n_vectors=n_vectors)
+    )
+
+
+def collections(session: Session) -> set[str]:
+    """The Milvus collections that index versions name (``params["collection"]``)."""
+    rows = session.scalars(select(IndexVersion.params).where(IndexVersion.kind == "milvus"))
+    return {json.loads(p)["collection"] for p in rows}
+
+
+# --- where the indexes live ----------------------------------------------------------------------
+
+
+def vector_store(session: Session) -> str | None:
+    """The URL of the library's Milvus store, or None for FAISS files (the default)."""
+    row = session.get(LibraryState, STATE_ID)
+    return None if row is None else row.vectors
+
+
+def set_vector_store(session: Session, url: str | None) -> None:
+    """Record the library's Milvus store (None: FAISS files), and name the library."""
+    state(session).vectors = url
+    name_library(session)
+
+
+def name_library(session: Session) -> str:
+    """Give the library its random name if it has none yet (the caller commits); the name."""
+    row = state(session)
+    if row.library_id is None:
+        row.library_id = uuid.uuid4().hex[:12]
+    return row.library_id
+
+
+def library_id(session: Session) -> str | None:
+    """This library's random name (given with its Milvus store)."""
+    row = session.get(LibraryState, STATE_ID)
+    return None if row is None else row.library_id
 
 
 # --- model exports -------------------------------------------------------------------------------
