@@ -632,8 +632,17 @@ class Library:
         row = self.active_model_row()
         return dupes_op.explain(self.parts, row, scan.normalize(a), scan.normalize(b), threshold)
 
+    def check_move_target(self, target: str | os.PathLike[str]) -> None:
+        """Raise ImgvecError (one line naming it) unless ``target`` is a folder outside the
+        library that can take files (made if missing)."""
+        if not os.fspath(target).strip():
+            raise ImgvecError("--move-to needs a folder to move the duplicates into")
+        moves.check_target(self.parts, scan.normalize(target))
+
     def move_dupes(self, report: DupesReport, target: str | os.PathLike[str]) -> MoveReport:
-        """Move every non-keeper of ``report`` into ``target`` (see :mod:`imgvec.ops.moves`)."""
+        """Move every non-keeper of ``report`` into ``target`` (see :mod:`imgvec.ops.moves`);
+        raises as :meth:`check_move_target` first."""
+        self.check_move_target(target)
         with self.writing():
             return moves.move_aside(self.parts, report, scan.normalize(target))
 

@@ -88,6 +88,9 @@ def test_keep_best_prefers_pixels_then_bytes_then_exif_then_oldest() -> None:
     old = datetime(2001, 1, 1)
     assert kept(facts(1), facts(2, taken_at=old)) == 2
     assert kept(facts(1, mtime_ns=2 * 10**18), facts(2)) == 2  # no EXIF time: file time
+    # A byte copy has its original's EXIF time: the older file is the original.
+    assert kept(facts(1, taken_at=old, mtime_ns=2 * 10**18), facts(2, taken_at=old)) == 2
+    assert min([facts(1, mtime_ns=2 * 10**18), facts(2)], key=keep_order("oldest")).id == 2
 
 
 def test_keep_policies() -> None:
@@ -387,13 +390,16 @@ def test_move_skips_changed_and_colliding_files_with_one_line_each(
 def _die_after(step: str):  # type: ignore[no-untyped-def]
     """A stand-in for ``moves._move_file`` that stops the process (as a kill would) after
     ``step``: ``record`` (nothing moved yet), ``link`` (the file at both names), ``copy`` (a
-    cross-device copy half-written under its temporary name)."""
+    cross-device copy half-written under its temporary name), ``moved`` (the move done, not
+    yet recorded)."""
     from imgvec.ops import moves
 
     def move(source: str, destination: str) -> None:
         os.makedirs(os.path.dirname(destination), exist_ok=True)
         if step == "link":
             os.link(source, destination)
+        elif step == "moved":
+            os.rename(source, destination)
         elif step == "copy":
             Path(destination + moves.TEMP_SUFFIX).write_bytes(Path(source).read_bytes()[:100])
         raise KeyboardInterrupt
@@ -442,6 +448,94 @@ def test_a_move_killed_half_way_is_settled_from_where_the_file_is(
         assert undone.errors == []
     assert all(f.path.is_file() for f in small_set)
     assert not any(p.is_file() for p in aside.rglob("*"))
+
+
+@needs_photos
+def test_a_killed_move_never_touches_a_new_file_that_took_the_old_name(
+    imgvec, small_set: list[dupeset.DupeFile], tmp_path: Path, monkeypatch
+) -> None:
+    from imgvec.api import Library
+    from imgvec.ops import moves
+
+    library, aside = tmp_path / "lib", tmp_path / "aside"
+    added(imgvec, small_set, library)
+    with Library.open(library) as lib:
+        report = lib.dupes()
+        victim = report.groups[0].members[1]
+        with monkeypatch.context() as patch:
+            patch.setattr(moves, "_move_file", _die_after("moved"))
+            with pytest.raises(KeyboardInterrupt):
+                lib.move_dupes(report, aside)
+    Path(victim.path).write_bytes(b"another photo, saved under the name the copy had")
+    with Library.open(library) as lib:
+        with lib.writing():  # settles the interrupted move
+            pass
+        assert lib.sql("SELECT state FROM dupe_moves").rows == [("moved",)]
+        where = place_of(lib, victim.id)
+    assert where.startswith(str(aside)) and os.path.isfile(where)
+    assert Path(victim.path).read_bytes() == b"another photo, saved under the name the copy had"
+
+
+@needs_photos
+def test_a_target_that_cannot_take_files_is_one_line_and_moves_nothing(
+    imgvec, small_set: list[dupeset.DupeFile], tmp_path: Path
+) -> None:
+    library = tmp_path / "lib"
+    added(imgvec, small_set, library)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for target, words in [
+        ("", "--move-to needs a folder to move the duplicates into"),
+        (a_file, f"cannot move duplicates into {a_file}: it is not a folder"),
+        (a_file / "sub", f"cannot move duplicates into {a_file / 'sub'}: Not a directory"),
+    ]:
+        result = imgvec("dupes", "--library", library, "--move-to", target)
+        assert result.exit_code == 2, (target, result.stdout, result.stderr)
+        assert result.stderr.splitlines() == [f"error: {words}"]
+    assert all(f.path.is_file() for f in small_set)
+    assert imgvec(
+        "sql", "SELECT count(*) AS n FROM dupe_moves", "--library", library, "--json"
+    ).json() == [{"n": 0}]
+
+
+@needs_photos
+def test_undo_takes_back_the_latest_run_that_still_has_files_aside(
+    imgvec, small_set: list[dupeset.DupeFile], tmp_path: Path
+) -> None:
+    library, aside = tmp_path / "lib", tmp_path / "aside"
+    added(imgvec, small_set, library)
+    for name in ("ukbench00000", "ukbench00004"):  # run 1, run 2: one group each
+        where = f"path LIKE '%{name}%'"
+        moved = imgvec("dupes", "-L", library, "--where", where, "--move-to", aside, "--json")
+        assert len(moved.json()["moved"]["moved"]) == 3
+    for run in (2, 1):
+        undone = imgvec("dupes", "undo", "-L", library, "--json")
+        assert undone.exit_code == 0 and undone.json()["run"] == run
+        assert len(undone.json()["moved"]) == 3
+    assert all(f.path.is_file() for f in small_set)
+    assert "Nothing to undo" in imgvec("dupes", "undo", "-L", library).stdout
+
+
+@needs_photos
+def test_exact_copies_are_grouped_at_any_cut_and_changed_files_are_not_moved(
+    imgvec, small_set: list[dupeset.DupeFile], tmp_path: Path
+) -> None:
+    library, aside = tmp_path / "lib", tmp_path / "aside"
+    added(imgvec, small_set, library)
+    groups = imgvec("dupes", "-L", library, "--threshold", "1", "--json").json()["groups"]
+    assert len(groups) == 2 and all(len(g["members"]) == 2 for g in groups)  # only the copies
+    assert {g["members"][1]["signal"] for g in groups} == {"exact"}
+    report = imgvec("dupes", "-L", library, "--json").json()
+    tampered = Path(report["groups"][0]["members"][1]["path"])
+    info = tampered.stat()
+    data = bytearray(tampered.read_bytes())
+    data[-3] ^= 0xFF  # same size, same modification time, other content
+    tampered.write_bytes(bytes(data))
+    os.utime(tampered, ns=(info.st_atime_ns, info.st_mtime_ns))
+    result = imgvec("dupes", "-L", library, "--move-to", aside)
+    assert result.exit_code == 1
+    assert f"error: {tampered}: not moved: changed since it was added" in result.stderr
+    assert tampered.read_bytes() == bytes(data)
 
 
 # --- only what is new ------------------------------------------------------------------------

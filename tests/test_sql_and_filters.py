@@ -215,6 +215,10 @@ def test_filter_that_matches_nothing_and_bad_filters(imgvec, camera_library: Pat
     bad = imgvec("query", query, "--where", "no_such_column = 1")
     assert bad.exit_code == 2
     assert "no such column" in bad.stderr or 'column "no_such_column" does not exist' in bad.stderr
+    for command in (("query", query), ("dupes",)):
+        empty = imgvec(*command, "--where", " ")
+        assert empty.exit_code == 2
+        assert empty.stderr.splitlines()[-1].startswith("error: --where needs a condition")
 
 
 def test_python_api_offers_sessions_and_filtered_queries(

@@ -943,7 +943,7 @@ def dupes(
         ),
     ] = False,
     move_to: Annotated[
-        Path | None,
+        str | None,  # not Path: Path("") is ".", and an empty DIR must be refused
         typer.Option(
             "--move-to",
             help="Move every duplicate but the kept one into DIR (paths relative to their "
@@ -993,6 +993,8 @@ def dupes(
             else:
                 _print_signals(signals)
             return
+        if move_to is not None:
+            lib.check_move_target(move_to)  # before the search: one line, nothing moved
         report = lib.dupes(threshold=threshold, keep=keep, where=where, new=new)
         moved = lib.move_dupes(report, move_to) if move_to is not None else None
     if json_output:

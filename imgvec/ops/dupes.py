@@ -248,6 +248,7 @@ def find(
     pairs, report.saturated, total = candidate_pairs(
         parts, model, version, cut, where_ids, aside, new_ids
     )
+    _add_exact_copies(parts, model, pairs, where_ids, aside, new_ids)
     report.checked = total
     groups, verdicts, checks = _groups(parts, model, pairs, cut, order, report.errors)
     report.candidate_pairs, report.pixel_checks = len(pairs), checks.crop_checks
@@ -263,6 +264,26 @@ def find(
         if where_ids is None and record:
             store.state(session).dupes_seq = store.last_change(session, model.id)
     return _told_saturated(parts, report)
+
+
+def _add_exact_copies(
+    parts: Parts,
+    model: EmbeddingModel,
+    pairs: dict[tuple[int, int], float],
+    where_ids: set[int] | None,
+    aside: set[int],
+    new_ids: set[int] | None,
+) -> None:
+    """Add the pairs of files with one content hash, whatever their cosine (a cut of 1.0, or
+    rounding, must not part exact copies), under the same restrictions as the search."""
+    with parts.sessions() as session:
+        copies = store.same_content(session, model.id, new_ids)
+    for ids in copies:
+        kept = [i for i in ids if i not in aside and (where_ids is None or i in where_ids)]
+        for n, a in enumerate(kept):
+            for b in kept[n + 1 :]:
+                if new_ids is None or a in new_ids or b in new_ids:
+                    pairs.setdefault((a, b), 1.0)
 
 
 def _told_saturated(parts: Parts, report: DupesReport) -> DupesReport:

@@ -16,8 +16,9 @@ from imgvec.storage.store import DupeFacts
 
 KEEP_POLICIES = ("best", "oldest", "newest", "path:PATTERN")
 """``--keep`` values: ``best`` (default) keeps the largest pixel count, then the larger file,
-then the one with more EXIF fields, then the oldest; ``oldest``/``newest`` go by taken time
-(file modification time where there is none), then best; ``path:PATTERN`` keeps a member whose
+then the one with more EXIF fields, then the oldest (taken time, then the file's modification
+time: a copy of a photo is newer than it); ``oldest``/``newest`` go by taken time (file
+modification time where there is none), then best; ``path:PATTERN`` keeps a member whose
 path matches the glob PATTERN (``*`` spans folders), then best."""
 
 
@@ -31,7 +32,15 @@ def _when(facts: DupeFacts) -> float:
 
 def _best(facts: DupeFacts) -> tuple[Any, ...]:
     pixels = (facts.width or 0) * (facts.height or 0)
-    return (-pixels, -facts.size, -facts.exif_fields, _when(facts), facts.path, facts.id)
+    return (
+        -pixels,
+        -facts.size,
+        -facts.exif_fields,
+        _when(facts),
+        facts.mtime_ns,  # a copy has the original's EXIF time: the older file is the original
+        facts.path,
+        facts.id,
+    )
 
 
 def keep_order(policy: str) -> Callable[[DupeFacts], tuple[Any, ...]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import filecmp
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from imgvec.atomic import fsync_dir
 from imgvec.errors import ImgvecError
 from imgvec.ops.parts import Parts
+from imgvec.scan import sha256_file
 from imgvec.storage import store
 from imgvec.storage.schema import DupeMove
 from imgvec.types import DupesReport, FileError, MovedFile, MoveReport
@@ -32,13 +34,11 @@ def move_aside(parts: Parts, report: DupesReport, target: str) -> MoveReport:
     relative to the deepest folder that holds them all. A file that vanished, changed since it
     was indexed, or whose new name is taken, stays, with a one-line reason. The caller holds the
     write lock."""
-    root = os.path.realpath(parts.root)
-    if os.path.commonpath([root, os.path.realpath(target)]) == root:
-        raise ImgvecError(f"cannot move duplicates into the library's own folder ({parts.root})")
     doomed = [(m, g.keeper) for g in report.groups for m in g.members if not m.keep]
     result = MoveReport()
     if not doomed:
         return result
+    check_target(parts, target)
     base = os.path.commonpath([os.path.dirname(m.path) for m, _ in doomed])
     with parts.sessions() as session:
         result.run = store.last_move_run(session) + 1
@@ -66,12 +66,12 @@ def move_aside(parts: Parts, report: DupesReport, target: str) -> MoveReport:
 
 
 def undo(parts: Parts, every_run: bool = False) -> MoveReport:
-    """Move back the files of the latest ``--move-to`` run (``every_run``: of all runs). A file
-    whose old place is taken again, or that is no longer where it was moved, stays, with a
-    one-line reason. The caller holds the write lock."""
+    """Move back the files of the latest ``--move-to`` run that has files still moved
+    (``every_run``: of all runs). A file whose old place is taken again, or that is no longer
+    where it was moved, stays, with a one-line reason. The caller holds the write lock."""
     result = MoveReport()
     with parts.sessions() as session:
-        run = None if every_run else store.last_move_run(session)
+        run = None if every_run else store.last_move_run(session, "moved")
         pending = [_plain(m) for m in store.moves(session, ("moved",), run)]
     result.run = run or 0
     for move in pending:
@@ -108,7 +108,14 @@ def settle_interrupted(parts: Parts) -> list[FileError]:
         done, stayed = "moved" if forward else "undone", "failed" if forward else "moved"
         at_source, at_destination = os.path.lexists(source), os.path.lexists(destination)
         _remove_temp(destination)
-        if at_destination and at_source:  # linked or copied, old name not yet removed
+        if at_destination and at_source and not _same_file(source, destination):
+            # Two different files: one is ours, the other took a name since (a camera reusing
+            # the old name); the content hash tells which, and the other is not ours to touch.
+            with parts.sessions() as session:
+                image = store.image(session, move.image_id)
+            ours = image is not None and _sha256(destination) == image.content_hash
+            at_source, at_destination = not ours, ours
+        elif at_destination and at_source:  # linked or copied, old name not yet removed
             try:
                 os.unlink(source)  # finish the move
                 at_source = False
@@ -143,23 +150,58 @@ def _plain(move: DupeMove) -> DupeMove:
 
 
 def _refuse(parts: Parts, image_id: int, source: str, destination: str) -> str | None:
-    """Why a file must not be moved: gone, changed since indexed, or its new name taken."""
+    """Why a file must not be moved: gone, changed since indexed (size, modification time, or
+    content: its SHA-256 is read again), or its new name taken."""
     with parts.sessions() as session:
         row = store.image(session, image_id)
-        known = None if row is None else (row.path, row.size, row.mtime_ns)
+        known = None if row is None else (row.path, row.size, row.mtime_ns, row.content_hash)
     if known is None or known[0] != source:
         return "no longer in the library at this path"
     try:
         info = os.stat(source)
+        if (info.st_size, info.st_mtime_ns) != known[1:3] or sha256_file(source) != known[3]:
+            return "changed since it was added (run imgvec add first)"
     except FileNotFoundError:
         return "vanished since it was added"
     except OSError as error:
         return _reason(error)
-    if (info.st_size, info.st_mtime_ns) != known[1:]:
-        return "changed since it was added (run imgvec add first)"
     if os.path.lexists(destination):
         return f"{destination} already exists"
     return None
+
+
+def check_target(parts: Parts, target: str) -> None:
+    """Refuse, before anything moves, a target inside the library's folder, or one that is not
+    a folder or cannot be written (made if missing, and a file created and deleted in it):
+    ImgvecError naming it (one line, not one per file)."""
+    root = os.path.realpath(parts.root)
+    if os.path.commonpath([root, os.path.realpath(target)]) == root:
+        raise ImgvecError(f"cannot move duplicates into the library's own folder ({parts.root})")
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise ImgvecError(f"cannot move duplicates into {target}: it is not a folder")
+    try:
+        os.makedirs(target, exist_ok=True)
+        probe = os.path.join(target, f".imgvec-probe-{os.getpid()}")
+        with open(probe, "x"):
+            pass
+        os.unlink(probe)
+    except OSError as error:
+        raise ImgvecError(f"cannot move duplicates into {target}: {_reason(error)}") from None
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Two names of one file (a hard link), or two files with the same bytes (a copy)."""
+    try:
+        return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 def _move_file(source: str, destination: str) -> None:

@@ -814,14 +814,59 @@ def set_phash(session: Session, image_id: int, value: int) -> None:
     session.execute(update(Image).where(Image.id == image_id).values(phash=value))
 
 
+def same_content(
+    session: Session, model_id: int, among: Iterable[int] | None = None
+) -> list[list[int]]:
+    """Images with a vector of the model that share their content hash with another: the ids
+    of each such content, by id (exact copies; the content hash column is indexed). With
+    ``among``, only the contents of those images (``dupes --new``: the cost of the change)."""
+    with_vector = select(Embedding.image_id).where(Embedding.model_id == model_id)
+    known = Image.content_hash.is_not(None)
+    if among is None:
+        query = select(Image.content_hash).where(Image.id.in_(with_vector), known)
+        contents = list(
+            session.scalars(query.group_by(Image.content_hash).having(func.count() > 1))
+        )
+    else:
+        contents = sorted(
+            {
+                content
+                for chunk in _chunks(sorted(set(among)))
+                for content in session.scalars(
+                    select(Image.content_hash).where(Image.id.in_(chunk), known)
+                )
+            }
+        )
+    groups: dict[str, list[int]] = {}
+    for chunk in _chunks(contents):
+        rows = session.execute(
+            select(Image.content_hash, Image.id)
+            .where(Image.content_hash.in_(chunk), Image.id.in_(with_vector))
+            .order_by(Image.id)
+        )
+        for content, image_id in rows:
+            groups.setdefault(content, []).append(image_id)
+    return [ids for ids in groups.values() if len(ids) > 1]
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of ``size`` (an IN list stays within every database's limits)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def moved_aside(session: Session) -> set[int]:
     """Images that ``dupes --move-to`` moved aside (or is moving): left out of ``dupes``."""
     query = select(DupeMove.image_id).where(DupeMove.state.in_(("moving", "moved")))
     return set(session.scalars(query))
 
 
-def last_move_run(session: Session) -> int:
-    return session.scalar(select(func.max(DupeMove.run))) or 0
+def last_move_run(session: Session, state: str | None = None) -> int:
+    """The newest ``--move-to`` run (with ``state``: the newest with a move in that state)."""
+    query = select(func.max(DupeMove.run))
+    if state is not None:
+        query = query.where(DupeMove.state == state)
+    return session.scalar(query) or 0
 
 
 def record_move(

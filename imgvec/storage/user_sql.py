@@ -145,7 +145,10 @@ def run(engine: Engine, statement: str, max_rows: int = MAX_ROWS) -> SqlResult:
 
 
 def matching_ids(engine: Engine, condition: str) -> set[int]:
-    """Ids of the readable images (the ``photos`` view) for which ``condition`` holds."""
+    """Ids of the readable images (the ``photos`` view) for which ``condition`` holds.
+    Raises ImgvecError for an empty condition or one the database rejects."""
+    if not condition.strip():
+        raise ImgvecError("--where needs a condition, e.g. \"folder LIKE '%/2024/%'\"")
     result = run(engine, f"SELECT id FROM photos WHERE ({condition})", max_rows=10**9)
     return {int(row[0]) for row in result.rows}
 
