@@ -213,7 +213,7 @@ def tables(sizes: list[dict[str, Any]], run_line: str) -> dict[str, str]:
         "| recall@10 | `update()` after 1,000 added, s | after 1,000 removed, s "
         "| p50 ms after the changes | recall@10 after | other cores busy"
     )
-    return {"run": run_line, "stores": common.table(header, rows, "llr")}
+    return {"run": run_line, "stores": common.table(header, rows, "lllr")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The index and library benchmarks at tiny sizes: index, scale, duplicates
+"""The index and library benchmarks at tiny sizes: index, scale, duplicates, vector stores
 (tests/benchmark_runs.py runs them)."""
 
 from __future__ import annotations
@@ -79,3 +79,24 @@ def test_dupes_benchmark(tmp_path: Path) -> None:
         ["1k", "`--new`"],
     ]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-dupes-")] == []
+
+
+def test_vector_stores_benchmark(tmp_path: Path) -> None:
+    text, raw = run_benchmark(
+        "benchmarks.bench_vectors",
+        tmp_path,
+        *("--sizes", "1500", "--dim", "32", "--queries", "20", "--tmp", str(tmp_path)),
+        *("--stores", "faiss,milvus-lite"),
+    )
+    (size,) = raw
+    stores = {s["store"]: s for s in size["stores"]}
+    assert stores["faiss"]["kind"] == "flat" and stores["milvus-lite"]["kind"] == "milvus"
+    for store in stores.values():
+        assert store["base"]["recall"] >= 0.9 and store["changed"]["recall"] >= 0.9
+        assert store["first_query_s"] > 0 and store["add"]["update_s"] > 0
+    assert stores["faiss"]["base"]["recall"] == 1.0  # flat: exact
+    assert [row[:2] for row in rows(text, "bench_vectors:stores")] == [
+        ["1,500 x 32", "`faiss`"],
+        ["1,500 x 32", "`milvus-lite`"],
+    ]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-vectors-")] == []

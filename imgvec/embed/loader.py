@@ -139,11 +139,11 @@ class Models:
             chosen = bulk_runtime(get_spec(row.name).prefers_onnx_batches, device.type, precision)
             if chosen == "torch":
                 embedder = self.embedder(row)
-                self._export_of(row, verify=True)  # for the queries: torch is loaded anyway
+                self.export_of(row, verify=True)  # for the queries: torch is loaded anyway
                 return embedder
         if self.precision == "bf16":  # asked for: torch's bfloat16 (the export runs fp32)
             return self.embedder(row)
-        stored = self._export_of(row, verify=False)
+        stored = self.export_of(row, verify=False)
         if stored.data is None:
             return self.embedder(row)
         with self.stopwatch("import onnxruntime"):
@@ -169,7 +169,7 @@ class Models:
             return self.embedder(row)
         return OnnxEmbedder(data, row.dim, bulk, self.threads)
 
-    def _export_of(self, row: ModelRow, verify: bool) -> exports.Stored:
+    def export_of(self, row: ModelRow, verify: bool) -> exports.Stored:
         """The model's export (its size checked, and with ``verify`` its hash); made now when it
         is missing and exports may be written. No ``data``: the model runs on torch."""
         with self.stopwatch("model load"):

@@ -190,7 +190,12 @@ class Cluster:
 
         if not items:
             return
-        export = models.stored_export(row, verify=False)
+        if get_spec(row.name).prefers_onnx_batches and not self.gpus:
+            # CPU workers run the export: made first where it is missing (as a local add
+            # makes it before its first batch), so the library has it for queries too.
+            export = models.export_of(row, verify=False)
+        else:
+            export = models.stored_export(row, verify=False)
         remote = ray.remote(max_restarts=0, max_task_retries=0)(Worker)  # replaced here
         shape = {"num_gpus": 1, "num_cpus": 0} if self.gpus else {"num_cpus": 1}
         shared = ray.put(export), ray.put(frozenset(known))  # sent once, not once per actor
