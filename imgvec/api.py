@@ -205,6 +205,12 @@ class Library:
             vectors_op.choose(self.parts, vectors)
             return ModelInfo.of(models.ensure_model(self.parts, model, weights, layer))
 
+    @staticmethod
+    def check_vector_store(url: str) -> None:
+        """Raise ImgvecError (one line) unless ``url`` is a Milvus store that can be used (or
+        ``files``): checked before a library is made for it."""
+        vectors_op.check(vectors_op.normalise(url))
+
     def vector_store(self) -> str | None:
         """The URL of the Milvus store that holds the library's indexes, or None: versioned
         FAISS files in the library folder."""
@@ -257,6 +263,7 @@ class Library:
         as in :meth:`add`.
         """
         with _cluster(ray, ship_bytes, self.reporter) as cluster, self.writing():
+            self.parts.indexes.ready()
             row = models.switch_target(self.parts, name, weights, layer)
             return use_model(self.parts, row, batch_size, cluster)
 
@@ -306,6 +313,7 @@ class Library:
         ``vectors``: where a new library keeps its indexes (:meth:`use_vectors`)."""
         with _cluster(ray, ship_bytes, self.reporter) as cluster, self.writing():
             vectors_op.choose(self.parts, vectors)
+            self.parts.indexes.ready()  # a Milvus store that is down: refused before any change
             model_row = models.ensure_model(self.parts, model, weights, layer)
             return add_paths(self.parts, model_row, _paths(paths), batch_size, prune, cluster)
 
@@ -315,6 +323,7 @@ class Library:
         """Remove files, or whole folders, from the library (the files themselves are untouched)."""
         errors: list[FileError] = []
         with self.writing():
+            self.parts.indexes.ready()  # a Milvus store that is down: refused before any change
             with self.session() as session, session.begin():
                 ids: set[int] = set()
                 for path in _paths(paths):

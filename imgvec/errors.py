@@ -40,6 +40,10 @@ class ClusterError(ImgvecError):
     way that is not one file's (its model cannot load). Committed batches stay."""
 
 
+class VectorStoreError(ImgvecError):
+    """The library's Milvus store cannot be reached or used; the message says which and why."""
+
+
 class StorageError(ImgvecError):
     """The library's storage refused a write: disk full, read-only, I/O error. Nothing
     committed is lost; the command stops."""

@@ -176,7 +176,9 @@ def test_a_move_cut_short_keeps_the_old_store_until_it_is_run_again(
         timeout=300,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert imgvec("status", "--json").json()["vectors"] is None
+    status = imgvec("status", "--json").json()
+    assert status["vectors"] is None and status["index"]["kind"] == "flat"  # the old store
+    assert imgvec("index", "verify").exit_code == 0
     found = imgvec("query", photos / "p0.jpg", "-k", "6", "--json")  # rebuilds its FAISS files
     same(ranking(found), exact_ranking(library, "p0.jpg"))
     assert imgvec("index", "verify").exit_code == 0
@@ -187,6 +189,74 @@ def test_a_move_cut_short_keeps_the_old_store_until_it_is_run_again(
     verify = imgvec("index", "verify", "--json")
     assert verify.exit_code == 0 and verify.json()["leftovers"] == []
     assert len(milvus.client(milvus.parse_url(milvus_lite(tmp_path))).list_collections()) == 1
+
+
+def test_a_store_that_is_down_refuses_a_change_before_it_is_made(
+    imgvec: Callable[..., Run], photos: Path, library: Path, tmp_path: Path, monkeypatch
+) -> None:
+    url = milvus_lite(tmp_path)
+    assert imgvec("add", photos, *FAKE_ARGS, "--vectors", url).exit_code == 0
+    milvus.close_all()
+    holder = subprocess.Popen(  # another process holds the Milvus Lite store
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); "
+            "print('open', flush=True); sys.stdin.read()",
+            str(tmp_path / "vectors.db"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    make_image(photos / "new.jpg", seed=60)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        for args in (("add", photos), ("remove", photos / "p0.jpg")):
+            refused = imgvec(*args)
+            assert refused.exit_code == 2 and "another process has it open" in refused.stderr
+    finally:
+        holder.communicate("", timeout=60)
+    with Library.open(library) as lib:
+        assert lib.sql("SELECT count(*) FROM images").rows == [(6,)]  # nothing changed
+
+    # A store that fails after the commit: the change stays, a notice says so, exit 0.
+    def down(*_args: object) -> None:
+        raise milvus.VectorStoreError("the vector store is down (test)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(milvus.MilvusIndex, "_apply", down)
+        added = imgvec("add", photos, "--json")
+    assert added.exit_code == 0 and added.json()["added"] == 1
+    assert "The index was not brought up to date (the vector store is down (test))" in added.stderr
+    assert imgvec("index", "status", "--json").json()["behind"] is True
+    assert imgvec("add", photos).exit_code == 0  # the next writer applies it
+    assert ranking(imgvec("query", photos / "new.jpg", "-k", "1", "--json"))[0][0] == "new.jpg"
+
+
+def test_a_lost_collection_is_rebuilt_by_the_next_query(
+    imgvec: Callable[..., Run], photos: Path, library: Path, tmp_path: Path
+) -> None:
+    assert imgvec("add", photos, *FAKE_ARGS, "--vectors", milvus_lite(tmp_path)).exit_code == 0
+    expected = ranking(imgvec("query", photos / "p0.jpg", "-k", "6", "--json"))
+    with Library.open(library) as lib:
+        name = lib.index_status().params["collection"]  # type: ignore[union-attr]
+    milvus.client(milvus.parse_url(milvus_lite(tmp_path))).drop_collection(name)
+    lost = imgvec("index", "verify")
+    assert lost.exit_code == 1 and f"Milvus collection {name}: missing" in lost.stderr
+    found = imgvec("query", photos / "p0.jpg", "-k", "6", "--json")
+    assert found.exit_code == 0 and "rebuilding it from stored vectors" in found.stderr
+    same(ranking(found), expected)
+    assert imgvec("index", "verify").exit_code == 0
+
+
+def test_imgvec_vectors_is_for_new_libraries_only(
+    imgvec: Callable[..., Run], photos: Path, monkeypatch
+) -> None:
+    assert imgvec("add", photos, *FAKE_ARGS).exit_code == 0
+    monkeypatch.setenv("IMGVEC_VECTORS", "redis://nowhere:1")  # ignored, even unreadable
+    assert imgvec("add", photos).exit_code == 0
+    assert imgvec("status", "--json").json()["vectors"] is None
 
 
 def test_a_kill_between_the_commit_and_milvus_is_repaired_by_the_next_writer(
@@ -289,7 +359,8 @@ def test_bad_or_unreachable_stores_are_one_line_and_record_nothing(
         assert words in error, run.stderr
         others = [line for line in run.stderr.splitlines() if line != error]
         assert all(line.startswith("Created library schema") for line in others), run.stderr
-    assert imgvec("status", "--json").json()["vectors"] is None
+        assert "Created library schema" not in run.stderr  # checked before a library is made
+    assert not library.exists()
     assert imgvec("add", photos, *FAKE_ARGS).exit_code == 0  # FAISS files, as before
     refused = imgvec("init", "--vectors", milvus_lite(tmp_path))
     assert refused.exit_code == 2

@@ -124,8 +124,8 @@ VectorsOption = Annotated[
         metavar="URL",
         help="Keep the indexes in Milvus instead of FAISS files in the library folder: "
         "milvus://HOST:PORT\\[/DB] (a Milvus server) or milvus-lite://PATH.db (a local Milvus "
-        "Lite store). Chosen when the library is made, then recorded. Needs "
-        "pip install 'imgvec\\[milvus]'.",
+        "Lite store); default: $IMGVEC_VECTORS, else files. Chosen when the library is made, "
+        "then recorded (imgvec index move moves it). Needs pip install 'imgvec\\[milvus]'.",
         show_default=False,
     ),
 ]
@@ -137,6 +137,15 @@ ShipBytesOption = Annotated[
         "workers that do not share the files' storage).",
     ),
 ]
+
+
+def _check_vectors(url: str | None) -> None:
+    """A --vectors store that cannot be used: one line, before any library is made for it."""
+    if url is not None:
+        try:
+            Library.check_vector_store(url)
+        except ImgvecError as error:
+            fail(str(error))
 
 
 @contextmanager
@@ -185,6 +194,7 @@ def init(
     Example: imgvec init --model resnet50 --layer avgpool
              imgvec init --vectors milvus://localhost:19530
     """
+    _check_vectors(vectors)
     with open_library(library, db) as lib:
         info = lib.init(model, weights, layer, vectors)
         where = lib.vector_store()
@@ -248,6 +258,7 @@ def add(
     Example: imgvec add ~/Pictures --model mobilenet_v2
     """
     found = None
+    _check_vectors(vectors)
     with open_library(library, db, quiet=quiet, verbose=verbose, precision=precision.value) as lib:
         before = lib.last_change() if dupes else 0
         report = lib.add(
@@ -1322,7 +1333,8 @@ def model_drop(
 
 
 index_app = typer.Typer(
-    help="The versioned FAISS index: status, versions, build, compact, verify, rollback, gc.",
+    help="The index (versioned FAISS files, or a Milvus collection): status, versions, build, "
+    "compact, verify, rollback, gc, move.",
     no_args_is_help=True,
 )
 app.add_typer(index_app, name="index")
@@ -1342,7 +1354,8 @@ def _print_version(version: IndexVersionInfo, json_output: bool) -> None:
         return
     measured = f", recall@10 {version.recall:.3f}" if version.recall is not None else ""
     out.print(
-        f"Index version {version.id} ({version.operation}): {version.kind} {version.params}, "
+        f"Index version {version.id} ({version.operation}): {version.kind} "
+        f"({', '.join(f'{k}={v}' for k, v in version.params.items()) or 'exact search'}), "
         f"{version.n_vectors} vectors{measured}",
         markup=False,
     )
@@ -1485,11 +1498,9 @@ def index_move(
     if json_output:
         print_json({"vectors": where, "models": moved})
     else:
-        names = ", ".join(moved) or "no model had an index yet"
-        out.print(
-            f"Indexes now in {where or 'FAISS files in the library folder'} ({names})",
-            markup=False,
-        )
+        place = where or "FAISS files in the library folder"
+        done = f"; moved the index of {', '.join(moved)}" if moved else ""
+        out.print(f"Indexes in {place}{done}", markup=False)
 
 
 @index_app.command("compact")
@@ -1508,22 +1519,24 @@ def index_compact(
 def index_verify(
     library: LibraryOption = None, db: DbOption = None, json_output: JsonOption = False
 ) -> None:
-    """Check index files against their checksums, and the index against the table.
+    """Check index files against their checksums (or a Milvus collection's ids), and the index
+    against the table.
 
-    Exits 1 on a missing, truncated or altered file, a foreign file in the index folder, a stored
-    vector missing from the index, an id live twice, or an entry with no row.
+    Exits 1 on a missing, truncated or altered file (or collection), a foreign file in the index
+    folder, a stored vector missing from the index, an id live twice, or an entry with no row.
 
     Example: imgvec index verify
     """
     with open_library(library, db, create=False) as lib:
         report = lib.verify_index()
+        where = lib.vector_store()
     if json_output:
         print_json(report.to_json())
     else:
+        held = f"a collection in {where}" if where else f"{report.checked_segments} segment(s)"
         out.print(
-            f"Version {report.version}: {report.checked_segments} segment(s), "
-            f"{report.live_vectors} live vectors, {report.pending_changes} changes not yet "
-            "indexed",
+            f"Version {report.version}: {held}, {report.live_vectors} live vectors, "
+            f"{report.pending_changes} changes not yet indexed",
             markup=False,
         )
         for leftover in report.leftovers:

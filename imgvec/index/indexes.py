@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from imgvec.errors import VectorStoreError
 from imgvec.index import artifacts
 from imgvec.reporting import Reporter, Stopwatch
 from imgvec.storage import store
@@ -63,9 +64,14 @@ class Indexes:
         return milvus.MilvusIndex(self.root, self.sessions, model, self.reporter, target)
 
     def is_current(self, model: EmbeddingModel) -> bool:
+        """THE check (:func:`artifacts.is_current`), and for a Milvus store that the collection
+        exists (one call to it: a lost collection is rebuilt as a lost FAISS file is)."""
         with self.sessions() as session:
             milvus = store.vector_store(session) is not None
-            return artifacts.is_current(self.root, session, model.id, milvus)
+            if not artifacts.is_current(self.root, session, model.id, milvus):
+                return False
+            version = store.active_version(session, model.id)
+        return not milvus or (version is not None and self.of(model).intact(version))
 
     def versions(self, model: EmbeddingModel) -> list[IndexVersionInfo]:
         """The model's kept index versions, newest first (SQL only: no FAISS)."""
@@ -73,9 +79,26 @@ class Indexes:
             return artifacts.versions(session, model.id)
 
     def catch_up(self, model: EmbeddingModel) -> None:
-        """Apply pending changes to the model's index, unless it is current (then no FAISS)."""
-        if not self.is_current(model):
-            self.of(model).update()
+        """Apply pending changes to the model's index, unless it is current (then no FAISS).
+        A Milvus store that fails meanwhile is a notice, not an error: the database holds the
+        change, and the next writer applies it (:mod:`imgvec.index.milvus`)."""
+        try:
+            if not self.is_current(model):
+                self.of(model).update()
+        except VectorStoreError as error:
+            self.reporter.notice(
+                f"The index was not brought up to date ({error}); the changes are saved, and "
+                "the next command that writes applies them"
+            )
+
+    def ready(self) -> None:
+        """Connect to the library's Milvus store, if it has one (before a command changes
+        anything). Raises VectorStoreError when it cannot be reached or opened."""
+        url = self.vector_store()
+        if url is not None:
+            from imgvec.index import milvus
+
+            milvus.check(milvus.parse_url(url))
 
     def forget(self, model_id: int | None = None) -> None:
         """Close the model's index here (every model's with None): the next use opens it anew."""

@@ -24,6 +24,7 @@ or written; its import takes about a second.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from imgvec.errors import ImgvecError
+from imgvec.errors import ImgvecError, VectorStoreError
 from imgvec.index import artifacts, recall
 from imgvec.reporting import Reporter, SilentReporter, progress
 from imgvec.storage import store
@@ -56,10 +57,6 @@ PROGRESS_MIN_VECTORS = 10_000
 """Builds of at least this many vectors show a progress bar."""
 
 
-class VectorStoreError(ImgvecError):
-    """The Milvus store cannot be reached or used; the message says which and why."""
-
-
 @dataclass(frozen=True)
 class Target:
     """Where a library's collections live: ``url`` as recorded, ``uri`` and ``db_name`` as
@@ -71,31 +68,31 @@ class Target:
     lite: bool
 
 
-def parse_url(url: str, cwd: Path | None = None) -> Target:
+def parse_url(url: str, cwd: Path | None = None, given: str = "--vectors") -> Target:
     """THE reading of a ``--vectors`` URL. ``milvus://HOST:PORT[/DB]`` is a Milvus server (DB:
     one of its databases, ``default`` when left out); ``milvus-lite://PATH`` a Milvus Lite
     directory, whose name must end in ``.db`` (pymilvus's rule), relative to ``cwd`` unless it
     is absolute (``milvus-lite:///abs/path.db``); the recorded URL names it absolutely.
-    Raises ImgvecError naming what is wrong."""
+    Raises ImgvecError naming what is wrong, and where the URL was ``given``."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("milvus", "milvus-lite"):
         raise ImgvecError(
-            f"--vectors {url!r}: expected milvus://HOST:PORT[/DB] or milvus-lite://PATH.db"
+            f"{given} {url!r}: expected milvus://HOST:PORT[/DB] or milvus-lite://PATH.db"
         )
     if scheme == "milvus-lite":
         if not rest or rest.endswith("/"):
-            raise ImgvecError(f"--vectors {url!r}: give the Milvus Lite path, ending in .db")
+            raise ImgvecError(f"{given} {url!r}: give the Milvus Lite path, ending in .db")
         path = Path(rest)
         if not path.is_absolute():
             path = (cwd or Path.cwd()) / path
         path = Path(str(path.resolve()))
         if path.suffix != ".db":
-            raise ImgvecError(f"--vectors {url!r}: a Milvus Lite path ends in .db ({path.name})")
+            raise ImgvecError(f"{given} {url!r}: a Milvus Lite path ends in .db ({path.name})")
         return Target(f"milvus-lite://{path}", str(path), "", True)
     address, _, db = rest.partition("/")
     host, colon, port = address.rpartition(":")
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in db:
-        raise ImgvecError(f"--vectors {url!r}: expected milvus://HOST:PORT[/DB]")
+        raise ImgvecError(f"{given} {url!r}: expected milvus://HOST:PORT[/DB]")
     return Target(f"milvus://{address}" + (f"/{db}" if db else ""), f"http://{address}", db, False)
 
 
@@ -109,6 +106,9 @@ def client(target: Target) -> Any:
     key = (target.uri, target.db_name)
     if key in _clients:
         return _clients[key]
+    # gRPC's C core writes its own log lines (a server's keepalive "too_many_pings" GOAWAY) to
+    # stderr unless told not to, before it loads.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         from pymilvus import MilvusClient
     except ImportError:
@@ -139,6 +139,16 @@ def close_all() -> None:
 
             server_manager_instance.release_server(uri)
     _clients.clear()
+
+
+def drop_collection(target: Target, name: str) -> None:
+    """Drop a collection of ``target`` if it is there; raises VectorStoreError."""
+    made = client(target)
+    try:
+        if made.has_collection(name):
+            made.drop_collection(name)
+    except Exception as error:
+        raise VectorStoreError(f"cannot drop {name} in {target.url}: {_why(error)}") from None
 
 
 LITE_BUSY = (
@@ -260,8 +270,6 @@ class MilvusIndex:
                 return self.build()
             name = _collection(active)
             seq = store.last_change(session, self.model.id)
-            if active.change_seq == seq:
-                return active
             changed = store.changed_since(session, self.model.id, active.change_seq)
             ids, vectors = store.vectors_of(session, self.model.id, self.model.dim, changed)
             n_live = store.count_vectors(session, self.model.id)
@@ -270,6 +278,8 @@ class MilvusIndex:
                 f"The Milvus collection {name} is missing; rebuilding it from stored vectors"
             )
             return self.build()
+        if active.change_seq == seq:
+            return active
         self._apply(name, ids, vectors, sorted(set(changed) - {int(i) for i in ids}))
         with self.sessions() as session, session.begin():
             store.set_version_seq(session, active.id, seq, n_live)
@@ -287,15 +297,22 @@ class MilvusIndex:
         self._call("flush", self._client.flush, name)
 
     def build(
-        self, kind: str | None = None, nlist: int | None = None, nprobe: int | None = None
+        self,
+        kind: str | None = None,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        activate: bool = True,
     ) -> IndexVersion:
         """A new collection from the stored vectors (a chunk at a time), recall@10 measured on
-        a sample, then recorded as the active version; the collection it replaces is dropped."""
+        a sample, then recorded as the active version; the collection it replaces is dropped.
+        Without ``activate`` it is recorded retired and nothing else is touched, for ``imgvec
+        index move`` to switch to."""
         if kind not in (None, KIND) or nlist is not None or nprobe is not None:
             raise ImgvecError(
                 f"this library keeps its vectors in {self.target.url}: Milvus chooses the index "
                 "(--kind, --nlist and --nprobe are for FAISS files)"
             )
+        self.remove_orphans()
         with self.sessions() as session:
             seq = store.last_change(session, self.model.id)
             active = store.active_version(session, self.model.id)
@@ -313,7 +330,13 @@ class MilvusIndex:
             version = store.add_version(
                 session,
                 [],
-                {"collection": name, "index_type": INDEX_TYPE, "metric": METRIC},
+                {
+                    "collection": name,
+                    "index_type": INDEX_TYPE,
+                    "metric": METRIC,
+                    "url": self.target.url,
+                },
+                activate,
                 model_id=self.model.id,
                 parent_id=active.id if active else None,
                 kind=KIND,
@@ -323,6 +346,8 @@ class MilvusIndex:
                 recall=measured,
                 operation="build",
             )
+            if not activate:
+                return version
             older = [v.id for v in store.versions(session, self.model.id) if v.id != version.id]
             store.delete_versions(session, older)  # a collection cannot be rolled back to
         self.remove_orphans()
@@ -468,7 +493,10 @@ class MilvusIndex:
         report.pending_changes = len(changed)
         name = _collection(active)
         if not self._call("look up a collection", self._client.has_collection, name):
-            report.problems.append(f"Milvus collection {name}: missing")
+            report.problems.append(
+                f"Milvus collection {name}: missing (the next command that writes, or a "
+                "query, rebuilds it from the stored vectors)"
+            )
             return report
         report.checked_segments = 1
         indexed = self._ids(name)

@@ -109,10 +109,15 @@ class IndexStore:
         return self._maybe_compact(version, new_segments)
 
     def build(
-        self, kind: str | None = None, nlist: int | None = None, nprobe: int | None = None
+        self,
+        kind: str | None = None,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        activate: bool = True,
     ) -> IndexVersion:
         """A fresh version from the stored vectors, read a chunk at a time and never all at once
-        (:func:`faiss_ops.build_streamed`; no model is loaded); trains IVF kinds."""
+        (:func:`faiss_ops.build_streamed`; no model is loaded); trains IVF kinds. Without
+        ``activate`` it is recorded retired, for ``imgvec index move`` to switch to."""
         if kind is not None:
             faiss_ops.check_kind(kind)
         with self.sessions() as session:
@@ -155,13 +160,15 @@ class IndexStore:
             built.train_size,
             built.recall,
             parent=active.id if active else None,
+            activate=activate,
         )
         if built.recall is not None and built.recall < self.target_recall:
             self.notice(
                 f"Measured recall@10 {built.recall:.3f} is below the target "
                 f"{self.target_recall:.2f} even at nprobe={built.params['nprobe']}"
             )
-        self._forget_old_versions()
+        if activate:
+            self._forget_old_versions()
         return version
 
     def _stored_vectors(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -325,12 +332,14 @@ class IndexStore:
         train_size: int | None,
         measured: float | None,
         parent: int | None,
+        activate: bool = True,
     ) -> IndexVersion:
         with self.sessions() as session, session.begin():
             return store.add_version(
                 session,
                 segments,
                 params,
+                activate,
                 model_id=self.model.id,
                 parent_id=parent,
                 kind=kind,

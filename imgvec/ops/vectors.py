@@ -28,88 +28,118 @@ def label(url: str | None) -> str:
     return url or "FAISS files in the library folder"
 
 
-def normalise(url: str) -> str | None:
-    """The URL as recorded (None for :data:`FILES`); raises ImgvecError for a bad one."""
+def normalise(url: str, given: str = "--vectors") -> str | None:
+    """The URL as recorded (None for :data:`FILES`); raises ImgvecError for a bad one, naming
+    where it was ``given``."""
     if url == FILES:
         return None
     from imgvec.index import milvus
 
-    return milvus.parse_url(url).url
+    return milvus.parse_url(url, given=given).url
 
 
 def choose(parts: Parts, url: str | None) -> None:
     """Record where a new library keeps its indexes (``url``, else ``IMGVEC_VECTORS``). The
     recorded one again is a no-op. A library that has an index already keeps its store: an
     explicit ``url`` that differs is an ImgvecError (it names ``imgvec index move``); the
-    environment's is ignored. The caller holds the write lock."""
-    explicit = url is not None
-    url = url or os.environ.get(VECTORS_ENV) or None
-    if url is None:
-        return
-    wanted = normalise(url)
+    environment's is ignored, even unreadable. The caller holds the write lock."""
     with parts.sessions() as session:
         recorded, indexed = store.vector_store(session), store.has_versions(session)
-    if wanted == recorded or (indexed and not explicit):
+    if url is None:
+        from_env = os.environ.get(VECTORS_ENV) or None
+        if from_env is None or indexed or recorded is not None:
+            return
+        wanted = normalise(from_env, given=VECTORS_ENV)
+    else:
+        wanted = normalise(url)
+    if wanted == recorded:
         return
-    if indexed:
+    if indexed or recorded is not None:
         raise ImgvecError(
             f"this library keeps its indexes in {label(recorded)}; "
             f"to move them: imgvec index move {url}"
         )
-    _check(wanted)
+    check(wanted)
     with parts.sessions() as session, session.begin():
         store.set_vector_store(session, wanted)
 
 
 def move(parts: Parts, url: str) -> list[str]:
-    """Build every indexed model's index in the store ``url`` (:data:`FILES` for FAISS files),
-    record it, then delete the old indexes; the models moved (their names). The caller holds
-    the write lock. Raises ImgvecError for a bad URL or a store that cannot be used (then the
-    library is unchanged)."""
-    wanted = normalise(url)
+    """Build every indexed model's index in the store ``url`` (:data:`FILES` for FAISS files)
+    without switching to it, then switch every model and the library in one transaction, then
+    delete the old indexes; the models moved (their names). Until the switch the library uses
+    the old store; after it, run again, it deletes what a move cut short left of the old one.
+    The caller holds the write lock. Raises ImgvecError for a bad URL or a store that cannot be
+    used (then the library is unchanged)."""
+    wanted = normalise(url, given="imgvec index move")
     with parts.sessions() as session:
         recorded = store.vector_store(session)
         indexed = [m for m in store.models(session) if store.active_version(session, m.id)]
     if wanted == recorded:
+        _delete_old(parts, wanted)
         parts.reporter.notice(f"The indexes are in {label(wanted)} already")
         return []
-    _check(wanted)
+    check(wanted)
     with parts.sessions() as session, session.begin():
         store.name_library(session)  # collections are named after it
+    built: dict[int, int] = {}
     for model in indexed:
         parts.reporter.notice(f"Building the index of {model.name} in {label(wanted)}")
-        parts.indexes.open(model, wanted).build()
+        built[model.id] = parts.indexes.open(model, wanted).build(activate=False).id
     with parts.sessions() as session, session.begin():
+        for version_id in built.values():
+            version = store.version(session, version_id)
+            assert version is not None
+            store.activate_version(session, version)
         store.set_vector_store(session, wanted)
-        stale = [
-            v.id
-            for m in store.models(session)
-            for v in store.versions(session, m.id)
-            if (v.kind == artifacts.MILVUS_KIND) != (wanted is not None)
-        ]
-        store.delete_versions(session, stale)
     parts.indexes.forget()
-    _delete_old(parts, recorded, indexed)
+    _delete_old(parts, wanted)
     return [m.name for m in indexed]
 
 
-def _check(url: str | None) -> None:
+def check(url: str | None) -> None:
+    """Connect to the Milvus store ``url`` once (nothing for FAISS files); raises
+    VectorStoreError (one line) when it cannot be reached or opened."""
     if url is not None:
         from imgvec.index import milvus
 
         milvus.check(milvus.parse_url(url))
 
 
-def _delete_old(parts: Parts, old: str | None, models: list) -> None:  # type: ignore[type-arg]
-    """The old store's artifacts, now that no version names them: FAISS segment files, or
-    this library's Milvus collections."""
-    if old is None:
-        with parts.sessions() as session, session.begin():
-            unused = store.unreferenced_segments(session)
-            paths = [s.path for s in unused]
-            store.delete_segments(session, unused)
-        for relative in paths:
-            (parts.root / relative).unlink(missing_ok=True)
-        return
-    if models:
-        parts.indexes.open(models[0], old).remove_orphans()
+def _stale(kind: str, now: str | None) -> bool:
+    """Whether a version that is not active goes: every collection (Milvus keeps no earlier
+    versions; one built by a move cut short, or in another store), and FAISS files once the
+    library is on Milvus (on files, they are kept for ``imgvec index rollback``)."""
+    return kind == artifacts.MILVUS_KIND or now is not None
+
+
+def _delete_old(parts: Parts, now: str | None) -> None:
+    """Every index version that is not in the store the library now uses (``now``), with what
+    it holds: FAISS segment files, or Milvus collections (each version names its store). A
+    collection whose store cannot be reached keeps its version, for the next move to retry."""
+    with parts.sessions() as session:
+        stale = [
+            (v.id, v.kind, artifacts.params(v))
+            for m in store.models(session)
+            for v in store.versions(session, m.id)
+            if v.status != "active" and _stale(v.kind, now)
+        ]
+    doomed = [version_id for version_id, kind, _ in stale if kind != artifacts.MILVUS_KIND]
+    for version_id, kind, params in stale:
+        if kind != artifacts.MILVUS_KIND:
+            continue
+        try:
+            if params.get("url"):
+                from imgvec.index import milvus
+
+                milvus.drop_collection(milvus.parse_url(params["url"]), params["collection"])
+            doomed.append(version_id)
+        except ImgvecError as error:
+            parts.reporter.notice(f"Kept {params['collection']} for now: {error}")
+    with parts.sessions() as session, session.begin():
+        store.delete_versions(session, doomed)
+        unused = store.unreferenced_segments(session)
+        paths = [s.path for s in unused]
+        store.delete_segments(session, unused)
+    for relative in paths:
+        (parts.root / relative).unlink(missing_ok=True)

@@ -635,9 +635,14 @@ def add_segment(session: Session, **fields: Any) -> IndexSegment:
 
 
 def add_version(
-    session: Session, segments: Sequence[IndexSegment], params: dict[str, Any], **fields: Any
+    session: Session,
+    segments: Sequence[IndexSegment],
+    params: dict[str, Any],
+    activate: bool = True,
+    **fields: Any,
 ) -> IndexVersion:
-    """Record a version made of ``segments`` and make it the model's active one."""
+    """Record a version made of ``segments`` and (with ``activate``) make it the model's
+    active one; otherwise it is recorded retired (``imgvec index move`` activates it)."""
     segments = [session.merge(s) for s in segments]
     row = IndexVersion(params=json.dumps(params, sort_keys=True), status="retired", **fields)
     session.add(row)
@@ -646,7 +651,8 @@ def add_version(
         session.add(
             IndexVersionSegment(version_id=row.id, segment_id=segment.id, position=position)
         )
-    activate_version(session, row)
+    if activate:
+        activate_version(session, row)
     session.flush()
     return row
 
