@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,29 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     if request.param == "milvus-lite":
         monkeypatch.setenv("IMGVEC_VECTORS", f"milvus-lite://{tmp_path / 'vectors.db'}")
     return str(request.param)
+
+
+@contextmanager
+def held_elsewhere(store_dir: Path) -> Iterator[None]:
+    """Another process holds the Milvus Lite store (this one lets it go first)."""
+    milvus.close_all()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); "
+            "print('open', flush=True); sys.stdin.read()",
+            str(store_dir),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        yield
+    finally:
+        holder.communicate("", timeout=60)
 
 
 def milvus_lite(tmp_path: Path) -> str:
@@ -196,27 +220,11 @@ def test_a_store_that_is_down_refuses_a_change_before_it_is_made(
 ) -> None:
     url = milvus_lite(tmp_path)
     assert imgvec("add", photos, *FAKE_ARGS, "--vectors", url).exit_code == 0
-    milvus.close_all()
-    holder = subprocess.Popen(  # another process holds the Milvus Lite store
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); "
-            "print('open', flush=True); sys.stdin.read()",
-            str(tmp_path / "vectors.db"),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     make_image(photos / "new.jpg", seed=60)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    with held_elsewhere(tmp_path / "vectors.db"):
         for args in (("add", photos), ("remove", photos / "p0.jpg")):
             refused = imgvec(*args)
             assert refused.exit_code == 2 and "another process has it open" in refused.stderr
-    finally:
-        holder.communicate("", timeout=60)
     with Library.open(library) as lib:
         assert lib.sql("SELECT count(*) FROM images").rows == [(6,)]  # nothing changed
 
@@ -372,26 +380,10 @@ def test_a_milvus_lite_store_open_in_another_process_is_named(
 ) -> None:
     url = milvus_lite(tmp_path)
     assert imgvec("add", photos, *FAKE_ARGS, "--vectors", url).exit_code == 0
-    milvus.close_all()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); "
-            "print('open', flush=True); sys.stdin.read()",
-            str(tmp_path / "vectors.db"),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    with held_elsewhere(tmp_path / "vectors.db"):
         run = imgvec("query", photos / "p0.jpg")
         assert run.exit_code == 2
         assert run.stderr.count("\n") == 1 and "another process has it open" in run.stderr
-    finally:
-        holder.communicate("", timeout=60)
 
 
 @pytest.mark.parametrize(
