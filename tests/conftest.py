@@ -42,7 +42,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("database", ["sqlite", "postgresql"])
 
 
+SLOWEST_FIRST = (
+    "test_benchmarks_models.py",
+    "test_ray.py",
+    "test_benchmarks_index.py",
+    "test_onnx.py",
+    "test_milvus.py",
+    "test_crash_safety.py",
+    "test_benchmarks_serve.py",
+    "test_faults.py",
+)
+"""Files that take a minute or more, run first: the two xdist workers take whole files in
+collection order as they free up, so no long file is left to run alone at the end."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
     for item in items:
         on_postgres = getattr(item, "callspec", None) and item.callspec.params.get("database")
         if on_postgres == "postgresql" and item.get_closest_marker("sqlite_only"):
