@@ -12,11 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec.atomic import TEMP_PREFIX
+from imgvec.reporting import Reporter
 from imgvec.storage import store
-from imgvec.storage.schema import IndexVersion
+from imgvec.storage.schema import EmbeddingModel, IndexVersion
 from imgvec.types import IndexVersionInfo
 
 INDEX_DIR = "index"
@@ -117,3 +118,31 @@ def version_info(session: Session, version: IndexVersion) -> IndexVersionInfo:
 def versions(session: Session, model_id: int) -> list[IndexVersionInfo]:
     """A model's kept index versions, newest first."""
     return [version_info(session, v) for v in store.versions(session, model_id)]
+
+
+class ModelIndex:
+    """What a model's index has wherever it lives (FAISS files:
+    :class:`imgvec.index.segments.IndexStore`; a Milvus collection:
+    :class:`imgvec.index.milvus.MilvusIndex`): its library, its model, and reading its active
+    version (SQL only)."""
+
+    def __init__(
+        self, root: Path, sessions: sessionmaker[Session], model: EmbeddingModel, reporter: Reporter
+    ) -> None:
+        self.root = root
+        self.sessions = sessions
+        self.model = model
+        self.reporter = reporter
+        self.notice = reporter.notice
+
+    def active(self) -> tuple[IndexVersion | None, int]:
+        """The active version and the newest change seq (a version behind it is stale)."""
+        with self.sessions() as session:
+            return (
+                store.active_version(session, self.model.id),
+                store.last_change(session, self.model.id),
+            )
+
+    def info(self, version: IndexVersion) -> IndexVersionInfo:
+        with self.sessions() as session:
+            return version_info(session, version)

@@ -38,7 +38,7 @@ from imgvec.index import artifacts, recall
 from imgvec.reporting import Reporter, SilentReporter, progress
 from imgvec.storage import store
 from imgvec.storage.schema import EmbeddingModel, IndexVersion
-from imgvec.types import GcReport, IndexVersionInfo, VerifyReport
+from imgvec.types import GcReport, VerifyReport
 
 KIND = artifacts.MILVUS_KIND
 INDEX_TYPE = "AUTOINDEX"
@@ -189,7 +189,7 @@ def check(target: Target) -> None:
         raise VectorStoreError(f"cannot use the vector store {target.url}: {_why(error)}") from None
 
 
-class MilvusIndex:
+class MilvusIndex(artifacts.ModelIndex):
     """A model's index in Milvus, with the methods of :class:`imgvec.index.segments.IndexStore`
     (the caller of a writing method holds the library's write lock)."""
 
@@ -201,11 +201,7 @@ class MilvusIndex:
         reporter: Reporter,
         target: Target,
     ) -> None:
-        self.root = root
-        self.sessions = sessions
-        self.model = model
-        self.reporter = reporter
-        self.notice = reporter.notice
+        super().__init__(root, sessions, model, reporter)
         self.target = target
         self._dead: tuple[tuple[int, int], np.ndarray] | None = None
 
@@ -350,9 +346,8 @@ class MilvusIndex:
                 return version
             older = [v.id for v in store.versions(session, self.model.id) if v.id != version.id]
             store.delete_versions(session, older)  # a collection cannot be rolled back to
-        self.remove_orphans()
         self._dead = None
-        return self.update()
+        return self.update()  # which first drops the collections no version names now
 
     def _stored_vectors(self) -> Any:
         with self.sessions() as session:
@@ -416,22 +411,11 @@ class MilvusIndex:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    def active(self) -> tuple[IndexVersion | None, int]:
-        with self.sessions() as session:
-            return (
-                store.active_version(session, self.model.id),
-                store.last_change(session, self.model.id),
-            )
-
     def intact(self, version: IndexVersion) -> bool:
         """The version is a collection, and it exists."""
         return version.kind == KIND and bool(
             self._call("look up a collection", self._client.has_collection, _collection(version))
         )
-
-    def info(self, version: IndexVersion) -> IndexVersionInfo:
-        with self.sessions() as session:
-            return artifacts.version_info(session, version)
 
     def load(self, version: IndexVersion) -> np.ndarray:
         """Connect and load the collection; the ids changed after the watermark (left out of

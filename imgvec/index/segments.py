@@ -29,7 +29,7 @@ from imgvec.reporting import Reporter, SilentReporter, progress
 from imgvec.scan import sha256_file
 from imgvec.storage import store
 from imgvec.storage.schema import EmbeddingModel, IndexSegment, IndexVersion
-from imgvec.types import GcReport, IndexVersionInfo, VerifyReport
+from imgvec.types import GcReport, VerifyReport
 
 AUTO_KEEP_RETIRED = 2
 """Retired versions kept after each update (``imgvec index gc --keep`` trims further)."""
@@ -43,7 +43,7 @@ def total_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-class IndexStore:
+class IndexStore(artifacts.ModelIndex):
     def __init__(
         self,
         root: Path,
@@ -53,11 +53,7 @@ class IndexStore:
         target_recall: float = recall.DEFAULT_TARGET,
         memory_budget: int | None = None,
     ) -> None:
-        self.root = root
-        self.sessions = sessions
-        self.model = model
-        self.reporter = reporter
-        self.notice = reporter.notice
+        super().__init__(root, sessions, model, reporter)
         self.target_recall = target_recall
         self.memory_budget = memory_budget or rules.memory_budget(total_memory())
         self._loaded: dict[int, faiss_ops.Segment] = {}
@@ -369,14 +365,6 @@ class IndexStore:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    def active(self) -> tuple[IndexVersion | None, int]:
-        """The active version and the newest change seq (a version behind it is stale)."""
-        with self.sessions() as session:
-            return (
-                store.active_version(session, self.model.id),
-                store.last_change(session, self.model.id),
-            )
-
     def search(
         self, version: IndexVersion, queries: np.ndarray, k: int, lookup: faiss_ops.VectorLookup
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -419,10 +407,6 @@ class IndexStore:
                 dead = np.intersect1d(dead, self._stored[segment.id], assume_unique=True)
             loaded.append(faiss_ops.Segment(cached.index, cached.kind, params, dead))
         return loaded
-
-    def info(self, version: IndexVersion) -> IndexVersionInfo:
-        with self.sessions() as session:
-            return artifacts.version_info(session, version)
 
     def verify(self, writer_active: bool = False) -> VerifyReport:
         """Check files against checksums and the index against the table."""
