@@ -20,13 +20,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from imgvec import scan
-from imgvec.config import LibraryPaths, resolve_paths
+from imgvec.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_K,
+    DEFAULT_MODEL,
+    PRECISIONS,
+    LibraryPaths,
+    resolve_paths,
+)
 from imgvec.decode.images import MAX_PIXELS, probe
 from imgvec.embed import exports, ray_workers
-from imgvec.embed.batches import DEFAULT_BATCH_SIZE
 from imgvec.embed.loader import Models
 from imgvec.embed.registry import available
-from imgvec.embed.spec import PRECISIONS
 from imgvec.errors import (
     ClusterError,
     ImageNotFound,
@@ -44,7 +49,6 @@ from imgvec.ops import exchange, models, moves, thumbnails
 from imgvec.ops import query as query_op
 from imgvec.ops import vectors as vectors_op
 from imgvec.ops.add import add_paths
-from imgvec.ops.models import DEFAULT_MODEL
 from imgvec.ops.parts import Parts
 from imgvec.ops.query import combine, text_label
 from imgvec.ops.switch import use_model
@@ -81,7 +85,6 @@ if TYPE_CHECKING:
     from imgvec.index.segments import IndexStore
     from imgvec.storage.user_sql import SqlResult
 
-DEFAULT_K = query_op.DEFAULT_K
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",

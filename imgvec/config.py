@@ -1,4 +1,5 @@
-"""Where a library lives: its directory, its database URL and the files inside it."""
+"""Where a library lives (its directory, its database URL and the files inside it), and the
+defaults a user sees."""
 
 from __future__ import annotations
 
@@ -13,6 +14,15 @@ DB_ENV = "IMGVEC_DB"
 VECTORS_ENV = "IMGVEC_VECTORS"
 """Where a library made without ``--vectors`` keeps its indexes (see ``Library.use_vectors``)."""
 DB_FILENAME = "imgvec.db"
+DEFAULT_MODEL = "vit_b_16"
+"""The model a library embeds with unless told otherwise."""
+PRECISIONS = ("auto", "fp32", "bf16")
+"""How a model computes: bf16 under bfloat16 autocast (vectors are float32 either way); auto is
+bf16 where the hardware has bfloat16 arithmetic (:func:`imgvec.embed.runtime.auto_precision`)."""
+DEFAULT_K = 10
+"""Results per query."""
+DEFAULT_BATCH_SIZE = 32
+"""Images per model call unless told otherwise (``--batch-size``), for add, model use and query."""
 
 
 def default_library_dir() -> Path:

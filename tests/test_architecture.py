@@ -41,6 +41,9 @@ ALSO_ALLOWED = {("cli", "tools"), ("cli", "serve")}
 the server."""
 CLI_MAY_IMPORT = {"api", "tools", "serve", "types", "errors", "config", "reporting", "cli"}
 """The command line is a thin layer: it parses, makes one call of the API, renders."""
+CLI_ALSO_CALLS = {"imgvec.ops.cold_query"}
+"""Besides the API, the CLI calls the cold query, whose point is to answer without importing
+the API (SQLAlchemy's import is a third of a one-photo query)."""
 SERVE_MAY_IMPORT = {"api", "types", "errors", "config", "reporting", "serve"}
 """So is the server: each endpoint is one call of the API."""
 
@@ -101,6 +104,8 @@ def layer_violations(edges: dict[str, set[str]]) -> list[str]:
             if target == "__init__" or LAYERS[target] >= LAYERS[source]:
                 violations.append(f"{importer} -> {target_module}")
             elif source == "cli" and target not in CLI_MAY_IMPORT:
+                if target_module in CLI_ALSO_CALLS:
+                    continue
                 violations.append(f"{importer} -> {target_module} (the CLI goes through the API)")
             elif source == "serve" and target not in SERVE_MAY_IMPORT:
                 violations.append(f"{importer} -> {target_module} (the server uses the API)")

@@ -21,8 +21,6 @@ Item = TypeVar("Item")
 Prepared = TypeVar("Prepared")
 
 MAX_WORKERS = 4
-DEFAULT_BATCH_SIZE = 32
-"""Images per model call unless told otherwise (``--batch-size``), for add, model use and query."""
 
 
 def worker_count() -> int:

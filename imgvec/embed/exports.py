@@ -16,13 +16,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any, Protocol
 
 from imgvec.atomic import TEMP_PREFIX, atomic_write
-from imgvec.storage import store
-from imgvec.storage.schema import ModelExport
+
+if TYPE_CHECKING:  # the cold query (imgvec.ops.cold_query) reads exports without SQLAlchemy
+    from sqlalchemy.orm import Session
+
+    from imgvec.storage.schema import ModelExport
 
 EXPORT_DIR = "models"
 OUR_FILE = re.compile(r"m\d+-[0-9a-f]{12}\.onnx")
@@ -46,11 +47,27 @@ class Stored:
     """What made the export, or failed to (``torch <version>, opset <n>``)."""
 
 
+class Record(Protocol):
+    """What a ``model_exports`` row has (the ORM row, or the cold query's)."""
+
+    path: str | None
+    size_bytes: int | None
+    sha256: str | None
+    error: str | None
+    exporter: str
+
+
 def load(root: Path, session: Session, model_id: int, verify: bool = True) -> Stored:
-    """The model's export as recorded, read and checked: its size, and with ``verify`` its
-    sha256 (else the caller calls :func:`verified` before it trusts the vectors: 0.2 s for
-    vit_b_16's 343 MB, which can run beside the runtime's loading)."""
-    row = store.model_export(session, model_id)
+    """The model's export as recorded, read and checked (see :func:`read`)."""
+    from imgvec.storage import store
+
+    return read(root, store.model_export(session, model_id), verify)
+
+
+def read(root: Path, row: Record | None, verify: bool = True) -> Stored:
+    """The export a record names, read and checked: its size, and with ``verify`` its sha256
+    (else the caller calls :func:`verified` before it trusts the vectors: 0.2 s for vit_b_16's
+    343 MB, which can run beside the runtime's loading)."""
     if row is None:
         return Stored()
     if row.path is None:
@@ -99,6 +116,8 @@ def save(root: Path, session: Session, model_id: int, data: bytes, exporter: str
     """Write the export (atomically) and record it in ``session``. Returns the file (relative
     to ``root``) of the export it replaced, if another: the caller commits, then deletes it. The
     caller holds the library's write lock."""
+    from imgvec.storage import store
+
     digest = hashlib.sha256(data).hexdigest()
     path = root / EXPORT_DIR / f"m{model_id}-{digest[:12]}.onnx"
     atomic_write(path, lambda temp: temp.write_bytes(data))
@@ -116,6 +135,8 @@ def save(root: Path, session: Session, model_id: int, data: bytes, exporter: str
 def record_failure(session: Session, model_id: int, reason: str, exporter: str) -> str | None:
     """Record that the model cannot be exported. Returns an earlier export's file, if any (the
     caller commits, then deletes it)."""
+    from imgvec.storage import store
+
     return store.set_model_export(session, model_id, exporter=exporter, error=reason)
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec.embed import exports
 from imgvec.embed.pixels import prepare
@@ -28,8 +27,11 @@ from imgvec.reporting import Reporter, Stopwatch
 from imgvec.scan import sha256_file
 from imgvec.types import ModelInfo, ModelRow
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the cold query (imgvec.ops.cold_query) runs exports without SQLAlchemy
+    from sqlalchemy.orm import Session, sessionmaker
+
     from imgvec.decode.images import Picture
+    from imgvec.embed.onnx import OnnxEmbedder
     from imgvec.embed.runtime import Embedder
 
 Prepare = Callable[[bytes], "tuple[Picture, np.ndarray]"]
@@ -56,6 +58,29 @@ def bulk_runtime(faster_on_onnx: bool, device: str, precision: str) -> str:
     if faster_on_onnx and device == "cpu" and precision == "fp32":
         return "onnxruntime"
     return "torch"
+
+
+def open_export(
+    stored: exports.Stored, dim: int, bulk: bool, threads: int | None, stopwatch: Stopwatch
+) -> tuple[OnnxEmbedder | None, str | None]:
+    """An export (``stored.data`` read, its size checked) in an ONNX Runtime session, and its
+    sha256 checked meanwhile in a thread (hashlib releases the GIL): (the model, None), or
+    (None, why it is not used). ``bulk``: all of ONNX Runtime's graph optimisations (see
+    :class:`~imgvec.embed.onnx.OnnxEmbedder`). Times ``import onnxruntime`` and ``model load``."""
+    with stopwatch("import onnxruntime"):
+        import onnxruntime  # noqa: F401  (timed here; the session below uses it)
+
+        from imgvec.embed.onnx import OnnxEmbedder
+    with stopwatch("model load"), ThreadPoolExecutor(1) as pool:
+        checked = pool.submit(exports.verified, stored)
+        try:
+            runner, failure = OnnxEmbedder(stored.data or b"", dim, bulk, threads), None
+        except Exception as error:  # a damaged file, mostly: the hash says
+            runner, failure = None, " ".join(str(error).split())[:200]
+        problem = checked.result().problem
+    if problem is None and failure is not None:
+        problem = f"ONNX Runtime cannot load {stored.path} ({failure})"
+    return (runner, None) if problem is None else (None, problem)
 
 
 class Models:
@@ -146,20 +171,7 @@ class Models:
         stored = self.export_of(row, verify=False)
         if stored.data is None:
             return self.embedder(row)
-        with self.stopwatch("import onnxruntime"):
-            import onnxruntime  # noqa: F401  (timed here; the session below uses it)
-
-            from imgvec.embed.onnx import OnnxEmbedder
-        with self.stopwatch("model load"), ThreadPoolExecutor(1) as pool:
-            # The file's hash beside the session's making (hashlib releases the GIL).
-            checked = pool.submit(exports.verified, stored)
-            try:
-                runner, failure = OnnxEmbedder(stored.data, row.dim, bulk, self.threads), None
-            except Exception as error:  # a damaged file, mostly: the hash says
-                runner, failure = None, " ".join(str(error).split())[:200]
-            problem = checked.result().problem
-        if problem is None and failure is not None:
-            problem = f"ONNX Runtime cannot load {stored.path} ({failure})"
+        runner, problem = open_export(stored, row.dim, bulk, self.threads, self.stopwatch)
         if problem is None and runner is not None:
             self.reporter.notice(f"Loading model {ModelInfo.of(row).label()} (ONNX Runtime)")
             return runner
@@ -167,6 +179,8 @@ class Models:
         data = self.export(row) if self.may_export else None
         if data is None:
             return self.embedder(row)
+        from imgvec.embed.onnx import OnnxEmbedder
+
         return OnnxEmbedder(data, row.dim, bulk, self.threads)
 
     def export_of(self, row: ModelRow, verify: bool) -> exports.Stored:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from importlib.metadata import entry_points
 
 from imgvec.embed.spec import RANDOM_SEED, ModelSpec, WeightsChoice
 from imgvec.errors import ModelError, WeightsUnavailable
@@ -43,6 +42,8 @@ def _load_plugins() -> None:
     _plugins_loaded = True
     for module in BUILTIN_MODELS:
         importlib.import_module(module)
+    from importlib.metadata import entry_points  # 0.03 s: only when a model is looked up
+
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             entry.load()

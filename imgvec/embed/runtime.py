@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from imgvec.config import PRECISIONS
 from imgvec.embed.pixels import model_input
-from imgvec.embed.spec import PRECISIONS, RANDOM_SEED, ModelSpec, Preprocess, WeightsChoice
+from imgvec.embed.spec import RANDOM_SEED, ModelSpec, Preprocess, WeightsChoice
 from imgvec.errors import ModelError, WeightsUnavailable
 
 OFFLINE_HINT = (

@@ -18,9 +18,6 @@ if TYPE_CHECKING:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_SEED = 0
-PRECISIONS = ("auto", "fp32", "bf16")
-"""How a model computes: bf16 under bfloat16 autocast (vectors are float32 either way); auto is
-bf16 where the hardware has bfloat16 arithmetic (:func:`imgvec.embed.runtime.auto_precision`)."""
 
 
 INTERPOLATIONS = ("bilinear", "bicubic")

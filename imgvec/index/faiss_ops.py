@@ -323,6 +323,23 @@ class Segment:
         return self._selectors[1]
 
 
+def tombstones(
+    changed: dict[int, int], created_seq: int, held: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """THE tombstones of a segment written at change ``created_seq``: the ids it holds that
+    changed after it (``changed``: image id -> its latest change seq, as
+    :func:`imgvec.storage.store.changed_since` gives), int64, sorted. ``held()`` gives the
+    segment's ids, sorted (:func:`stored_ids`); it is called only when some id changed after the
+    segment. Only held ids are kept: FAISS searches a flat index with an id selector without
+    BLAS, about 10x slower (BENCHMARKS.md, near duplicates)."""
+    ids = np.fromiter(changed.keys(), np.int64, len(changed))
+    seqs = np.fromiter(changed.values(), np.int64, len(changed))
+    dead = np.sort(ids[seqs > created_seq])
+    if not len(dead):
+        return dead
+    return np.intersect1d(dead, held(), assume_unique=True)
+
+
 def search(
     segments: Sequence[Segment], queries: np.ndarray, k: int, lookup: VectorLookup | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -389,8 +389,6 @@ class IndexStore(artifacts.ModelIndex):
     def _with_tombstones(
         self, version: IndexVersion, segments: list[IndexSegment], changed: dict[int, int]
     ) -> list[faiss_ops.Segment]:
-        ids = np.fromiter(changed.keys(), np.int64, len(changed))
-        seqs = np.fromiter(changed.values(), np.int64, len(changed))
         params = artifacts.params(version)
         loaded = []
         for segment in segments:
@@ -399,12 +397,13 @@ class IndexStore(artifacts.ModelIndex):
                 index = faiss_ops.load(self.root / segment.path, kind)
                 self._loaded[segment.id] = faiss_ops.Segment(index, kind)
             cached = self._loaded[segment.id]
-            dead = ids[seqs > segment.created_seq]
-            if len(dead):  # only ids the segment holds: FAISS searches a flat index with an
-                # id selector without BLAS, about 10x slower (BENCHMARKS.md, near duplicates)
-                if segment.id not in self._stored:
-                    self._stored[segment.id] = np.sort(faiss_ops.stored_ids(cached.index))
-                dead = np.intersect1d(dead, self._stored[segment.id], assume_unique=True)
+
+            def held(segment_id: int = segment.id, index: Any = cached.index) -> np.ndarray:
+                if segment_id not in self._stored:
+                    self._stored[segment_id] = np.sort(faiss_ops.stored_ids(index))
+                return self._stored[segment_id]
+
+            dead = faiss_ops.tombstones(changed, segment.created_seq, held)
             loaded.append(faiss_ops.Segment(cached.index, cached.kind, params, dead))
         return loaded
 

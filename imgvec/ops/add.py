@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session, sessionmaker
 
 from imgvec import scan
+from imgvec.config import DEFAULT_BATCH_SIZE
 from imgvec.decode import fingerprint
-from imgvec.embed.batches import DEFAULT_BATCH_SIZE, Loaded, embedded_batches, load_file
+from imgvec.embed.batches import Loaded, embedded_batches, load_file
 from imgvec.embed.loader import Prepare
 from imgvec.embed.ray_workers import Cluster, Job
 from imgvec.errors import storage_problem

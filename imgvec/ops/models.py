@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from imgvec.config import DEFAULT_MODEL
 from imgvec.embed import exports
 from imgvec.embed.registry import get_spec, resolve_weights
 from imgvec.errors import ImgvecError, ModelError
@@ -16,8 +17,6 @@ from imgvec.ops.parts import Parts
 from imgvec.storage import store
 from imgvec.storage.schema import EmbeddingModel
 from imgvec.types import ModelInfo, ModelStatus
-
-DEFAULT_MODEL = "vit_b_16"
 
 
 def model_row(

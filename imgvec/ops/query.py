@@ -16,15 +16,15 @@ import numpy as np
 from sqlalchemy import Engine
 
 from imgvec import scan
-from imgvec.embed.batches import DEFAULT_BATCH_SIZE, Loaded, embedded_batches, load_file
+from imgvec.config import DEFAULT_BATCH_SIZE
+from imgvec.embed.batches import Loaded, embedded_batches, load_file
 from imgvec.errors import ImgvecError, LibraryLocked, storage_problem
 from imgvec.index.search import filtered_search
+from imgvec.ops.cold_query import hits, stored_vector
 from imgvec.ops.parts import Parts
 from imgvec.storage import store
 from imgvec.storage.schema import EmbeddingModel, IndexVersion
 from imgvec.types import QueryHit, QueryResult
-
-DEFAULT_K = 10
 
 
 def combine(vectors: Sequence[np.ndarray]) -> np.ndarray:
@@ -88,8 +88,8 @@ def query(
     found = search(
         parts, engine, model, np.stack([vectors[p] for p in order]), k, where, version_of
     )
-    for position, (hits, plan) in zip(order, found, strict=True):
-        results[position].hits, results[position].filter = hits, plan
+    for position, (found_hits, plan) in zip(order, found, strict=True):
+        results[position].hits, results[position].filter = found_hits, plan
     return results
 
 
@@ -126,17 +126,7 @@ def search(
         )
     with parts.sessions() as session:
         paths = store.paths_of(session, {int(i) for i in ids.ravel() if i >= 0})
-    return [
-        (
-            [
-                QueryHit(int(i), paths[int(i)], float(s))
-                for s, i in zip(scores[row], ids[row], strict=True)
-                if i >= 0 and int(i) in paths
-            ],
-            plan,
-        )
-        for row in range(len(queries))
-    ]
+    return [(hits(scores[row], ids[row], paths), plan) for row in range(len(queries))]
 
 
 def _embed(
@@ -172,20 +162,12 @@ def _embed(
 
 def _stored_vector(parts: Parts, path: str, model: EmbeddingModel) -> np.ndarray | None:
     """The stored vector of a query image that is in the library and unchanged on disk."""
-    if not scan.is_utf8(path):  # never stored: the database holds UTF-8 text
-        return None
     with parts.sessions() as session:
-        row = store.image_by_path(session, path)
-        if row is None or row.error is not None:
-            return None
-        try:
-            info = os.stat(path)
-        except OSError:
-            return None
-        if (info.st_size, info.st_mtime_ns) != (row.size, row.mtime_ns):
-            return None
-        data = store.stored_vector(session, row.id, model.id)
-    return None if data is None else store.bytes_to_vector(data)
+        return stored_vector(
+            path,
+            lambda p: store.image_by_path(session, p),
+            lambda i: store.stored_vector(session, i, model.id),
+        )
 
 
 def version_to_search(

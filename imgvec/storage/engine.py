@@ -12,13 +12,11 @@ from urllib.parse import quote
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
-from imgvec import migrations
 from imgvec.errors import ImgvecError
+from imgvec.storage.snapshot import MIGRATIONS_DIR, newest_revision
 
 if TYPE_CHECKING:
     from alembic.config import Config
-
-MIGRATIONS_DIR = Path(migrations.__file__).parent
 
 
 def make_engine(url: str, read_only: bool = False, frozen: bool = False) -> Engine:
@@ -108,15 +106,6 @@ def head_revision(config: Config) -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(config).get_current_head()
-
-
-def newest_revision() -> str:
-    """The head revision, read from the migration files' names (``NNNN_title.py``, one chain,
-    revision ``NNNN``) without importing Alembic: opening a library whose schema is current then
-    costs one SELECT, not Alembic's import and script parsing (about 0.2 s of a cold query).
-    ``tests/test_migrations.py`` checks it against Alembic's own head."""
-    names = sorted(p.name for p in (MIGRATIONS_DIR / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
-    return names[-1].split("_", 1)[0]
 
 
 def current_revision(engine: Engine) -> str | None:
