@@ -195,3 +195,89 @@ def test_the_command_line_builds_only_the_command_it_runs() -> None:
         assert (one.exit_code, one.stdout, one.stderr) == (full.exit_code, full.stdout, full.stderr)
     version = runner.invoke(app, ["--version"])
     assert version.exit_code == 0 and version.stdout.startswith("imgvec ")
+
+
+def tiny_onnx(dim: int = 48, side: int = 16) -> bytes:
+    """An ONNX model of (B, 3, side, side) inputs: flattened, times a (3 side side, dim) matrix
+    (its one initializer: 147 KB by default)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((3 * side * side, dim), dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["pixels"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "w"], ["features"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, side, side])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def test_an_export_with_large_weights_is_kept_as_graph_and_weights(tmp_path: Path) -> None:
+    """ONNX's external-data layout: the graph names the weights file beside it; ONNX Runtime
+    gives the same vectors from it as from the whole model's bytes, and the sha256 covers both
+    files."""
+    from imgvec.embed import exports
+    from imgvec.embed.onnx import OnnxEmbedder
+
+    data = tiny_onnx()
+    graph, weights = exports.split(data, "m1-0123456789ab.weights")
+    assert len(weights) == 3 * 16 * 16 * 48 * 4 and len(graph) < 1024 < len(data)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "m1-0123456789ab.onnx").write_bytes(graph)
+    (folder / "m1-0123456789ab.weights").write_bytes(weights)
+    path = folder / "m1-0123456789ab.onnx"
+    assert exports.files(path) == [path, path.with_suffix(".weights")]
+    inputs = np.random.default_rng(1).standard_normal((2, 3, 16, 16), dtype=np.float32)
+    whole = OnnxEmbedder(data, 48).embed_inputs(inputs)
+    quick = OnnxEmbedder(str(path), 48, optimize=False).embed_inputs(inputs)
+    assert np.allclose(quick, whole, atol=1e-6)  # vectors are L2-normalised
+    import hashlib
+
+    stored = exports.Stored(str(path), path="models/m1-0123456789ab.onnx")
+    good = exports.Stored(
+        str(path), path=stored.path, sha256=hashlib.sha256(graph + weights).hexdigest()
+    )
+    assert exports.verified(good) == good
+    shipped = exports.whole(good)  # what a Ray worker that cannot read the files gets
+    assert isinstance(shipped.source, bytes)
+    assert np.allclose(OnnxEmbedder(shipped.source, 48).embed_inputs(inputs), whole)
+    damaged = bytearray(weights)
+    damaged[100] ^= 0xFF
+    path.with_suffix(".weights").write_bytes(bytes(damaged))
+    assert "sha256 does not match" in (exports.verified(good).problem or "")
+    # orphans: a weights file goes with its graph
+    (folder / "m2-0123456789ab.weights").write_bytes(b"x")
+    assert exports.remove_orphans(tmp_path, {"models/m1-0123456789ab.onnx"}) == 1
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "m1-0123456789ab.onnx",
+        "m1-0123456789ab.weights",
+    ]
+    # a model without large initializers is one file, its bytes unchanged
+    small = tiny_onnx(dim=4, side=2)  # 192 bytes of weights
+    assert exports.split(small, "x.weights") == (small, b"")
+
+
+def test_a_real_model_is_exported_in_two_files_and_queried_cold(
+    imgvec, photos: Path, library: Path, tmp_path: Path
+) -> None:
+    """mobilenet_v2 (random weights: nothing to download): its export is a graph and a weights
+    file; a cold query of a new photo runs it and answers as the ordinary path does."""
+    assert imgvec("add", photos, "--model", "mobilenet_v2", "--weights", "none").exit_code == 0
+    names = sorted(p.suffix for p in (library / "models").iterdir())
+    assert names == [".onnx", ".weights"]
+    new = tmp_path / "outside" / "new.jpg"
+    make_image(new, seed=42)
+    done, path = timed_query(imgvec, new, "-k", "3", "--json")
+    assert (done.exit_code, path) == (0, "cold")
+    with Library.open(library) as lib:
+        [ordinary] = lib.query([new], k=3)
+    [quick] = done.json()
+    assert [h["path"] for h in quick["results"]] == [h.path for h in ordinary.hits]
+    assert np.allclose([h["score"] for h in quick["results"]], [h.score for h in ordinary.hits])

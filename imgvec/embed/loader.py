@@ -61,26 +61,42 @@ def bulk_runtime(faster_on_onnx: bool, device: str, precision: str) -> str:
 
 
 def open_export(
-    stored: exports.Stored, dim: int, bulk: bool, threads: int | None, stopwatch: Stopwatch
-) -> tuple[OnnxEmbedder | None, str | None]:
-    """An export (``stored.data`` read, its size checked) in an ONNX Runtime session, and its
-    sha256 checked meanwhile in a thread (hashlib releases the GIL): (the model, None), or
-    (None, why it is not used). ``bulk``: all of ONNX Runtime's graph optimisations (see
-    :class:`~imgvec.embed.onnx.OnnxEmbedder`). Times ``import onnxruntime`` and ``model load``."""
+    stored: exports.Stored,
+    dim: int,
+    bulk: bool,
+    threads: int | None,
+    stopwatch: Stopwatch,
+    first: np.ndarray | None = None,
+) -> tuple[OnnxEmbedder | None, str | None, np.ndarray | None]:
+    """An export (``stored.source``, its size checked) in an ONNX Runtime session, its sha256
+    checked meanwhile in a thread (hashlib releases the GIL), and the ``first`` batch of inputs
+    (B, 3, H, W) float32 embedded meanwhile too: (the model, None, the first batch's vectors),
+    or (None, why it is not used, None). Nothing is returned unchecked. ``bulk``: all of ONNX
+    Runtime's graph optimisations (see :class:`~imgvec.embed.onnx.OnnxEmbedder`). Times
+    ``import onnxruntime``, ``model load`` (with the wait for the hash) and ``embed``."""
     with stopwatch("import onnxruntime"):
         import onnxruntime  # noqa: F401  (timed here; the session below uses it)
 
         from imgvec.embed.onnx import OnnxEmbedder
-    with stopwatch("model load"), ThreadPoolExecutor(1) as pool:
-        checked = pool.submit(exports.verified, stored)
-        try:
-            runner, failure = OnnxEmbedder(stored.data or b"", dim, bulk, threads), None
-        except Exception as error:  # a damaged file, mostly: the hash says
-            runner, failure = None, " ".join(str(error).split())[:200]
-        problem = checked.result().problem
+    runner, failure, vectors = None, None, None
+    with ThreadPoolExecutor(1) as pool:
+        with stopwatch("model load"):
+            checked = pool.submit(exports.verified, stored)
+            try:
+                runner = OnnxEmbedder(stored.source or b"", dim, bulk, threads)
+            except Exception as error:  # a damaged file, mostly: the hash says
+                failure = " ".join(str(error).split())[:200]
+        if runner is not None and first is not None:
+            with stopwatch("embed"):
+                try:
+                    vectors = runner.embed_inputs(first)
+                except Exception as error:  # as above
+                    failure = " ".join(str(error).split())[:200]
+        with stopwatch("model load"):
+            problem = checked.result().problem
     if problem is None and failure is not None:
         problem = f"ONNX Runtime cannot load {stored.path} ({failure})"
-    return (runner, None) if problem is None else (None, problem)
+    return (runner, None, vectors) if problem is None else (None, problem, None)
 
 
 class Models:
@@ -169,9 +185,9 @@ class Models:
         if self.precision == "bf16":  # asked for: torch's bfloat16 (the export runs fp32)
             return self.embedder(row)
         stored = self.export_of(row, verify=False)
-        if stored.data is None:
+        if stored.source is None:
             return self.embedder(row)
-        runner, problem = open_export(stored, row.dim, bulk, self.threads, self.stopwatch)
+        runner, problem, _ = open_export(stored, row.dim, bulk, self.threads, self.stopwatch)
         if problem is None and runner is not None:
             self.reporter.notice(f"Loading model {ModelInfo.of(row).label()} (ONNX Runtime)")
             return runner
@@ -190,7 +206,7 @@ class Models:
             stored = self.stored_export(row, verify)
         if stored.problem is not None:
             self._not_used(row, stored.problem)
-        if stored.data is not None or not self.may_export:
+        if stored.source is not None or not self.may_export:
             return stored
         if stored.failed is not None and not self._exporter_changed(stored):
             return stored
@@ -225,7 +241,7 @@ class Models:
             return False
         with self.sessions() as session:
             stored = exports.load(self.root, session, row.id)
-        return stored.data is None and stored.failed is None
+        return stored.source is None and stored.failed is None
 
     def export(self, row: ModelRow) -> bytes | None:
         """Export the model to ONNX, check it and record it in the library (the caller holds the
@@ -266,7 +282,7 @@ class Models:
                 )
                 return None
             if replaced is not None:
-                (self.root / replaced).unlink(missing_ok=True)
+                exports.delete(self.root, replaced)
         if data is None:
             self.reporter.notice(
                 f"{row.name} cannot be exported to ONNX ({reason}); it runs on torch"

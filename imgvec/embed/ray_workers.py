@@ -196,6 +196,7 @@ class Cluster:
             export = models.export_of(row, verify=False)
         else:
             export = models.stored_export(row, verify=False)
+        export = exports.whole(export)  # workers may not read the library's files
         remote = ray.remote(max_restarts=0, max_task_retries=0)(Worker)  # replaced here
         shape = {"num_gpus": 1, "num_cpus": 0} if self.gpus else {"num_cpus": 1}
         shared = ray.put(export), ray.put(frozenset(known))  # sent once, not once per actor

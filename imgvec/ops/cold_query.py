@@ -154,18 +154,21 @@ def _embed(
     from imgvec.embed.registry import get_spec
 
     stored = exports.read(root, snapshot.export(model.id), verify=False)
-    if stored.data is None:
+    if stored.source is None:
         raise NotHere
     prep = functools.partial(prepare, prep=get_spec(model.name).preprocess)
     runner = None
 
     def embed(batch: np.ndarray) -> np.ndarray:
         nonlocal runner
-        if runner is None:
-            runner, _problem = open_export(stored, model.dim, False, None, stopwatch)
-            if runner is None:
+        if runner is None:  # the first batch runs while the export's sha256 is checked
+            runner, _problem, vectors = open_export(
+                stored, model.dim, False, None, stopwatch, batch
+            )
+            if runner is None or vectors is None:
                 raise NotHere
             notice(f"Loading model {ModelInfo.of(model).label()} (ONNX Runtime)")
+            return vectors
         with stopwatch("embed"):
             return runner.embed_inputs(batch)
 
