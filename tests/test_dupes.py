@@ -282,6 +282,10 @@ def test_dupes_groups_each_photo_with_its_copies_and_never_siblings(
     assert len(kept) == 3 and all("/original/" in line and "  keep " in line for line in kept)
     signals = {line.split()[-2] for line in table.stdout.splitlines() if line.startswith("      ")}
     assert signals == {"exact", "phash", "crop"}  # the original kept: the byte copy is exact
+    assert "matches --keep" not in table.stderr
+    nowhere = imgvec("dupes", "--library", library, "--keep", "path:original/*")  # not absolute
+    assert nowhere.exit_code == 0 and nowhere.stdout.count("Group ") == 3
+    assert "No photo in a group matches --keep path:original/*" in nowhere.stderr
 
     rows = list(csv.DictReader(io.StringIO(imgvec("dupes", "--library", library, "--csv").stdout)))
     assert len(rows) == 15 and sum(int(r["keep"]) for r in rows) == 3
@@ -326,6 +330,9 @@ def test_explain_shows_the_deciding_signal(
         by["ukbench00000.jpg", "png"],
     )
     assert missing.exit_code == 2 and "not in the library" in missing.stderr
+    one = by["ukbench00000.jpg", "png"]
+    same = imgvec("dupes", "--library", library, "--explain", one, one)
+    assert same.exit_code == 2 and same.stderr.startswith(f"error: {one}: --explain compares two")
 
 
 @needs_photos

@@ -167,6 +167,8 @@ def explain(
 ) -> PairSignals:
     """Every signal of two library images and the verdict (``imgvec dupes --explain A B``).
     Raises ImgvecError when either is not in the library with a vector, or cannot be read."""
+    if a == b:
+        raise ImgvecError(f"{a}: --explain compares two different files; both name this one")
     cut = threshold if threshold is not None else cosine_cut(model)[0]
     with parts.sessions() as session:
         rows = [store.image_by_path(session, path) for path in (a, b)]
@@ -256,6 +258,13 @@ def find(
         groups = [g for g in groups if new_ids.intersection(g)]
     report.groups = [_group(g, checks.facts, pairs, verdicts) for g in groups]
     report.groups.sort(key=lambda g: g.keeper.path)
+    if report.groups and keep.startswith("path:") and not any(
+        grouping.matches(keep, checks.facts[i].path) for g in groups for i in g
+    ):
+        parts.reporter.notice(
+            f"No photo in a group matches --keep {keep}; each group keeps its best instead "
+            "(* spans folders; the pattern is matched against the whole absolute path)"
+        )
     if not write:
         return _told_saturated(parts, report)
     with parts.sessions() as session, session.begin():

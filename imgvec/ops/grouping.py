@@ -52,9 +52,13 @@ def keep_order(policy: str) -> Callable[[DupeFacts], tuple[Any, ...]]:
     if policy == "newest":
         return lambda f: (-_when(f), *_best(f))
     if policy.startswith("path:") and len(policy) > len("path:"):
-        pattern = policy.removeprefix("path:")
-        return lambda f: (not fnmatch.fnmatchcase(f.path, pattern), *_best(f))
+        return lambda f: (not matches(policy, f.path), *_best(f))
     raise ImgvecError(f"unknown --keep {policy!r}; choose one of: {', '.join(KEEP_POLICIES)}")
+
+
+def matches(policy: str, path: str) -> bool:
+    """Whether ``path`` matches a ``path:PATTERN`` keep policy (a glob; ``*`` spans folders)."""
+    return fnmatch.fnmatchcase(path, policy.removeprefix("path:"))
 
 
 def cliques(ordered: Sequence[int], neighbours: dict[int, set[int]]) -> list[list[int]]:
