@@ -4,6 +4,8 @@ and the ordinary path wherever the quick one cannot answer."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -281,3 +283,69 @@ def test_a_real_model_is_exported_in_two_files_and_queried_cold(
     [quick] = done.json()
     assert [h["path"] for h in quick["results"]] == [h.path for h in ordinary.hits]
     assert np.allclose([h["score"] for h in quick["results"]], [h.score for h in ordinary.hits])
+
+
+RUNNER = Path(__file__).resolve().parent / "run_imgvec.py"
+SETPRIV = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_a_cold_query_stops_as_the_ordinary_path_does(
+    imgvec, photos: Path, library: Path, tmp_path: Path
+) -> None:
+    """What goes wrong after a quick answer (or inside it) is one line and an exit code, as on
+    the ordinary path."""
+    assert imgvec("add", photos, *FAKE_ARGS).exit_code == 0
+    bad_sheet = imgvec("query", photos / "p0.jpg", "--show", tmp_path / "sheet.txt")
+    assert bad_sheet.exit_code == 2
+    assert (
+        bad_sheet.stderr
+        == "error: cannot write a contact sheet as 'sheet.txt': use a .png or .html file\n"
+    )
+    for extra in ([], ["--where", "1=1"]):  # -k beyond the library: every image, no huge padding
+        done, path = timed_query(imgvec, photos / "p0.jpg", "-k", "99999999999", "--json", *extra)
+        assert done.exit_code == 0 and len(done.json()[0]["results"]) == 6
+        assert path == ("cold" if not extra else "ordinary")
+    # an index file damaged at its recorded size: FAISS cannot read it
+    [segment] = (library / "index").glob("*.faiss")
+    data = bytearray(segment.read_bytes())
+    data[:8] = b"XXXXXXXX"
+    segment.write_bytes(bytes(data))
+    done = imgvec("query", photos / "p0.jpg")
+    assert done.exit_code == 2 and done.stderr.startswith(
+        f"error: the index file {segment} is damaged"
+    )
+    assert done.stderr.rstrip().endswith("imgvec index rebuild") and done.stderr.count("\n") == 1
+    assert imgvec("index", "rebuild").exit_code == 0
+    assert timed_query(imgvec, photos / "p0.jpg")[1] == "cold"
+    # an unreadable file among new ones: the model is loaded once, by the ordinary path
+    new = tmp_path / "outside" / "new.jpg"
+    make_image(new, seed=43)
+    broken = tmp_path / "outside" / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    done, path = timed_query(imgvec, new, broken)
+    assert (done.exit_code, path) == (1, "ordinary") and done.stderr.count("Loading model") == 1
+
+
+def test_a_read_only_library_without_its_wal_files_is_queried_cold(
+    imgvec, photos: Path, library: Path
+) -> None:
+    """A backup or read-only mount (no ``-shm`` can be made): SQLite's ``immutable=1``, as the
+    ordinary path opens it. Without root's override of file modes, as CI runs as root."""
+    assert imgvec("add", photos, *FAKE_ARGS).exit_code == 0
+    assert not Path(f"{library}/imgvec.db-shm").exists()  # SQLite removes it with the last close
+    modes = {p: p.stat().st_mode for p in [library, *library.rglob("*")]}
+    for path in modes:
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        done = subprocess.run(
+            [*SETPRIV, sys.executable, RUNNER, "query", photos / "p0.jpg", "--timings", "--json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "IMGVEC_LIBRARY": str(library)},
+            timeout=120,
+        )
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+    assert done.returncode == 0, done.stderr
+    assert "snapshot=" in done.stderr and json.loads(done.stdout)[0]["vector"] == "stored"

@@ -164,15 +164,23 @@ def open_library(
     verbose: bool = False,
     precision: str = "auto",
 ) -> Iterator[Library]:
-    """The library, with every way a command can stop turned into one line and an exit code:
-    user errors and full or read-only storage exit 2, Ctrl-C 130."""
+    """The library, with every way a command can stop turned into one line and an exit code
+    (see :func:`one_line_errors`)."""
     reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
-    try:
+    with one_line_errors(reporter):
         from imgvec.api import Library  # here, so that a Ctrl-C meanwhile is one line too
 
         with Library.open(library, db, reporter=reporter, create=create) as lib:
             lib.precision = precision
             yield lib
+
+
+@contextmanager
+def one_line_errors(reporter: ConsoleReporter) -> Iterator[None]:
+    """Every way a command can stop, as one line and an exit code: user errors and full or
+    read-only storage exit 2, Ctrl-C 130."""
+    try:
+        yield
     except ImgvecError as error:
         reporter.done()
         fail(str(error))
@@ -403,10 +411,11 @@ def query(
         stopwatch = reporting.Stopwatch()
         notices = ConsoleReporter()
         paths = resolve_paths(library, db)
-        quick = cold_query.answer(paths, [str(i) for i in images], k, notices.notice, stopwatch)
-        if quick is not None:
-            _answered(quick, stages | stopwatch.seconds, timings, show, json_output)
-            return
+        with one_line_errors(notices):
+            quick = cold_query.answer(paths, [str(i) for i in images], k, notices.notice, stopwatch)
+            if quick is not None:
+                _answered(quick, stages | stopwatch.seconds, timings, show, json_output)
+                return
         opening = time.perf_counter()  # the ordinary path: it says why the quick one could not
     with open_library(library, db, create=False, precision=precision.value) as lib:
         stages["open"] = time.perf_counter() - opening

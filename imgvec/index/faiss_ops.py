@@ -292,11 +292,19 @@ def load(path: Path, kind: str | None = None) -> faiss.Index:
 
     IVF kinds map their inverted lists (IO_FLAG_MMAP), flat ones their codes (IO_FLAG_MMAP_IFC);
     FAISS refuses both flags at once. Without ``kind`` the file is read whole (to modify it).
+    Raises ImgvecError (one line) for a file FAISS cannot read: damaged at its recorded size,
+    which only a checksum (``imgvec index verify``) tells apart before.
     """
-    if kind is None:
-        return faiss.read_index(str(path))
-    flag = faiss.IO_FLAG_MMAP_IFC if kind == "flat" else faiss.IO_FLAG_MMAP
-    return faiss.read_index(str(path), flag)
+    try:
+        if kind is None:
+            return faiss.read_index(str(path))
+        flag = faiss.IO_FLAG_MMAP_IFC if kind == "flat" else faiss.IO_FLAG_MMAP
+        return faiss.read_index(str(path), flag)
+    except RuntimeError:  # FAISS's message names its own source lines, not the problem
+        raise ImgvecError(
+            f"the index file {path} is damaged (FAISS cannot read it); build it again from "
+            "the stored vectors: imgvec index rebuild"
+        ) from None
 
 
 # --- searching across segments -------------------------------------------------------------------

@@ -258,8 +258,10 @@ def find(
         groups = [g for g in groups if new_ids.intersection(g)]
     report.groups = [_group(g, checks.facts, pairs, verdicts) for g in groups]
     report.groups.sort(key=lambda g: g.keeper.path)
-    if report.groups and keep.startswith("path:") and not any(
-        grouping.matches(keep, checks.facts[i].path) for g in groups for i in g
+    if (
+        report.groups
+        and keep.startswith("path:")
+        and not any(grouping.matches(keep, checks.facts[i].path) for g in groups for i in g)
     ):
         parts.reporter.notice(
             f"No photo in a group matches --keep {keep}; each group keeps its best instead "

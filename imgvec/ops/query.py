@@ -20,7 +20,7 @@ from imgvec.config import DEFAULT_BATCH_SIZE
 from imgvec.embed.batches import Loaded, embedded_batches, load_file
 from imgvec.errors import ImgvecError, LibraryLocked, storage_problem
 from imgvec.index.search import filtered_search
-from imgvec.ops.cold_query import hits, stored_vector
+from imgvec.ops.cold_query import capped, hits, stored_vector
 from imgvec.ops.parts import Parts
 from imgvec.storage import store
 from imgvec.storage.schema import EmbeddingModel, IndexVersion
@@ -106,6 +106,7 @@ def search(
     with ``where``, the filter plan; hits whose image was removed meanwhile are left out."""
     stopwatch = parts.models.stopwatch
     plan = None
+    k = capped(k, model.vector_count)
     if where is None:
         version = version_of(model)
         index = parts.indexes.of(model)

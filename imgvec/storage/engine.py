@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 from imgvec.errors import ImgvecError
-from imgvec.storage.snapshot import MIGRATIONS_DIR, newest_revision
+from imgvec.storage.snapshot import MIGRATIONS_DIR, newest_revision, read_only_flag
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -32,11 +32,7 @@ def make_engine(url: str, read_only: bool = False, frozen: bool = False) -> Engi
         return create_engine(url, pool_pre_ping=True)
     database = parsed.database
     if read_only and database and database != ":memory:":
-        folder = os.path.dirname(os.path.abspath(database))
-        wal = database + "-wal"
-        settled = not os.path.exists(wal) or os.path.getsize(wal) == 0
-        frozen = settled and (frozen or not os.access(folder, os.W_OK))
-        flag = "immutable=1" if frozen else "mode=ro"
+        flag = read_only_flag(Path(os.path.abspath(database)), frozen)
         url = f"sqlite:///file:{quote(os.path.abspath(database))}?{flag}&uri=true"
     elif database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)

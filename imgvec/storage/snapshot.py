@@ -10,6 +10,7 @@ they see one state of the library while a writer commits.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,18 @@ def newest_revision() -> str:
     return names[-1].split("_", 1)[0]
 
 
+def read_only_flag(database: Path, frozen: bool = False) -> str:
+    """How to open a SQLite file that must not be written, as a URI parameter: ``mode=ro``, or
+    ``immutable=1`` where WAL's ``-shm`` file cannot be made either (its folder is read-only,
+    or ``frozen``: the disk is full) and no ``-wal`` file holds commits
+    (https://www.sqlite.org/wal.html#readonly)."""
+    wal = Path(f"{database}-wal")
+    settled = not wal.exists() or wal.stat().st_size == 0
+    if settled and (frozen or not os.access(database.parent, os.W_OK)):
+        return "immutable=1"
+    return "mode=ro"
+
+
 @dataclass(frozen=True)
 class ModelRecord:
     """A stored model identity (satisfies :class:`imgvec.types.ModelRow`)."""
@@ -42,6 +55,7 @@ class ModelRecord:
     weights_path: str | None
     preprocessing: str
     dim: int
+    vector_count: int
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,8 @@ class Snapshot:
     read; the caller then takes the ordinary path, which says why."""
 
     def __init__(self, database: Path) -> None:
-        uri = f"file:{quote(str(database.absolute()))}?mode=ro"
+        path = database.absolute()
+        uri = f"file:{quote(os.fsencode(path))}?{read_only_flag(path)}"
         self.connection = sqlite3.connect(uri, uri=True, isolation_level=None)
         self.connection.execute("PRAGMA busy_timeout=30000")
         self.connection.execute("BEGIN")  # the snapshot starts at the first read
@@ -110,7 +125,9 @@ class Snapshot:
         """:func:`imgvec.storage.engine.current_revision` (None: no imgvec schema)."""
         try:
             row = self._one("SELECT version_num FROM alembic_version")
-        except sqlite3.OperationalError:  # no such table
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
             return None
         return None if row is None else str(row[0])
 
@@ -123,7 +140,8 @@ class Snapshot:
     def model(self, model_id: int) -> ModelRecord | None:
         """``session.get(EmbeddingModel, model_id)``."""
         row = self._one(
-            "SELECT id, name, layer, weights, weights_path, preprocessing, dim FROM models "
+            "SELECT id, name, layer, weights, weights_path, preprocessing, dim, vector_count "
+            "FROM models "
             "WHERE id = ?",
             model_id,
         )
