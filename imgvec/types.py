@@ -31,6 +31,26 @@ class ModelRow(Protocol):
 
 
 @dataclass(frozen=True)
+class ModelIdentity:
+    """A stored model's identity as plain data (a :class:`ModelRow`): what a Ray worker is
+    sent, and what the cold query reads without the ORM."""
+
+    id: int
+    name: str
+    layer: str
+    weights: str
+    weights_path: str | None
+    preprocessing: str
+    dim: int
+
+    @classmethod
+    def of(cls, row: ModelRow) -> ModelIdentity:
+        return cls(
+            row.id, row.name, row.layer, row.weights, row.weights_path, row.preprocessing, row.dim
+        )
+
+
+@dataclass(frozen=True)
 class FileError(Data):
     path: str
     reason: str

@@ -42,7 +42,7 @@ from imgvec.embed.registry import get_spec, register
 from imgvec.embed.spec import ModelSpec
 from imgvec.errors import ClusterError, ImageError, ImgvecError
 from imgvec.reporting import SilentReporter, Stopwatch
-from imgvec.types import ClusterInfo, ModelRow
+from imgvec.types import ClusterInfo, ModelIdentity, ModelRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -79,19 +79,6 @@ class Done:
     """The picture's perceptual hash (:func:`~imgvec.decode.fingerprint.stored_phash`)."""
 
 
-@dataclass(frozen=True)
-class _Identity:
-    """A stored model's identity, as sent to the workers (a :class:`ModelRow`)."""
-
-    id: int
-    name: str
-    layer: str
-    weights: str
-    weights_path: str | None
-    preprocessing: str
-    dim: int
-
-
 class _WorkerModels(Models):
     """A worker's models: the export comes from the writer, and nothing is ever written."""
 
@@ -109,7 +96,7 @@ class Worker:
 
     def __init__(
         self,
-        row: _Identity,
+        row: ModelIdentity,
         spec: ModelSpec,
         precision: str,
         export: exports.Stored,
@@ -201,9 +188,7 @@ class Cluster:
         shape = {"num_gpus": 1, "num_cpus": 0} if self.gpus else {"num_cpus": 1}
         shared = ray.put(export), ray.put(frozenset(known))  # sent once, not once per actor
         spec = get_spec(row.name)
-        identity = _Identity(
-            row.id, row.name, row.layer, row.weights, row.weights_path, row.preprocessing, row.dim
-        )
+        identity = ModelIdentity.of(row)
 
         def start() -> Any:
             return remote.options(**shape).remote(identity, spec, models.precision, *shared)

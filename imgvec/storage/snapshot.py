@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from imgvec import migrations
+from imgvec.types import ModelIdentity
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 STATE_ID = 1
@@ -45,17 +46,10 @@ def read_only_flag(database: Path, frozen: bool = False) -> str:
 
 
 @dataclass(frozen=True)
-class ModelRecord:
-    """A stored model identity (satisfies :class:`imgvec.types.ModelRow`)."""
+class ModelRecord(ModelIdentity):
+    """A stored model: its identity, and how many vectors it has stored."""
 
-    id: int
-    name: str
-    layer: str
-    weights: str
-    weights_path: str | None
-    preprocessing: str
-    dim: int
-    vector_count: int
+    vector_count: int = 0
 
 
 @dataclass(frozen=True)
