@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from PIL import Image
 import imgvec.embed.models.efficientnet_lite
 import imgvec.embed.models.torchvision_models  # noqa: F401  (registers the torchvision models)
 from imgvec.decode.images import decode, read_file
+from imgvec.embed import exports
 from imgvec.embed.onnx import OnnxEmbedder, export
 from imgvec.embed.pixels import model_input
 from imgvec.embed.registry import get_spec, resolve_weights
@@ -46,19 +48,30 @@ def pictures() -> list[Image.Image]:
         ("vgg16", "none"),
     ],
 )
-def test_onnx_runtime_gives_the_torch_vectors(name: str, weights: str) -> None:
+def test_onnx_runtime_gives_the_torch_vectors(name: str, weights: str, tmp_path: Path) -> None:
+    """Both ways an export runs: ``add``'s (the whole model's bytes, every optimisation) and a
+    query's (the files a library keeps, weights beside the graph, basic optimisations, no
+    prepacking)."""
     spec = get_spec(name)
     embedder = Embedder(
         spec, spec.default_layer, resolve_weights(spec, weights), torch.device("cpu"), "fp32"
     )
     images = pictures()
     expected = embedder.embed(images)
-    onnx = OnnxEmbedder(export(embedder), embedder.dim)
+    data = export(embedder)
+    graph, weights_data = exports.split(data, "m1.weights")
+    (tmp_path / "m1.onnx").write_bytes(graph)
+    if weights_data:
+        (tmp_path / "m1.weights").write_bytes(weights_data)
     inputs = np.stack([model_input(image, spec.preprocess) for image in images])
-    got = onnx.embed_inputs(inputs)
-    assert got.shape == expected.shape and got.dtype == np.float32
-    cosines = (got * expected).sum(axis=1)
-    assert cosines.min() >= 0.9999, cosines
+    for onnx in (
+        OnnxEmbedder(data, embedder.dim),
+        OnnxEmbedder(str(tmp_path / "m1.onnx"), embedder.dim, optimize=False),
+    ):
+        got = onnx.embed_inputs(inputs)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        cosines = (got * expected).sum(axis=1)
+        assert cosines.min() >= 0.9999, cosines
     np.testing.assert_array_equal(embedder.embed(images), expected)  # the export left it as it was
 
 
