@@ -197,27 +197,24 @@ class Snapshot:
 
     def vectors(self, model_id: int, image_ids: list[int]) -> dict[int, bytes]:
         """``store.vectors_of``'s rows: image id -> vector bytes, for those that have one."""
-        found: dict[int, bytes] = {}
-        for start in range(0, len(image_ids), 500):
-            chunk = image_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.connection.execute(
-                f"SELECT image_id, vector FROM embeddings WHERE model_id = ? "
-                f"AND image_id IN ({marks})",
-                (model_id, *chunk),
-            )
-            found.update((int(i), bytes(v)) for i, v in rows)
-        return found
+        rows = self._in(
+            "SELECT image_id, vector FROM embeddings WHERE model_id = ? AND image_id IN ({})",
+            (model_id,),
+            image_ids,
+        )
+        return {int(i): bytes(v) for i, v in rows}
 
     def paths(self, image_ids: list[int]) -> dict[int, str]:
         """``store.paths_of``."""
-        found: dict[int, str] = {}
-        for start in range(0, len(image_ids), 500):
-            chunk = image_ids[start : start + 500]
+        rows = self._in("SELECT id, path FROM images WHERE id IN ({})", (), image_ids)
+        return {int(i): str(p) for i, p in rows}
+
+    def _in(self, sql: str, leading: tuple[object, ...], ids: list[int]) -> list[tuple]:  # type: ignore[type-arg]
+        """The rows of ``sql`` (its ``IN ({})`` filled with ``ids``, 500 at a time, as the store
+        reads them), after the ``leading`` parameters."""
+        rows: list[tuple] = []  # type: ignore[type-arg]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self.connection.execute(
-                f"SELECT id, path FROM images WHERE id IN ({marks})",
-                chunk,
-            )
-            found.update((int(i), str(p)) for i, p in rows)
-        return found
+            rows += self.connection.execute(sql.format(marks), (*leading, *chunk)).fetchall()
+        return rows
