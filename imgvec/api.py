@@ -57,6 +57,7 @@ from imgvec.storage import store
 from imgvec.storage.engine import make_engine, sqlite_file, upgrade_schema
 from imgvec.storage.lock import database_no_writer, database_write_lock, no_writer, write_lock
 from imgvec.storage.schema import EmbeddingModel, IndexVersion
+from imgvec.storage.snapshot import bytes_to_vector
 from imgvec.types import (
     AddReport,
     BackfillReport,
@@ -541,7 +542,7 @@ class Library:
         if image is None or data is None:
             raise ImageNotFound(f"no image with id {image_id} and a vector of {row.name}")
         result = QueryResult(image.path, vector_source="stored")
-        vector = store.bytes_to_vector(data)
+        vector = bytes_to_vector(data)
         if words is not None:
             vector = query_op.combine([vector, *words])
         return self._search_one(result, row, vector, k, where)

@@ -6,9 +6,9 @@ that ``--json`` prints (and the HTTP API will serve), defined once here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 
 class Data:
@@ -28,26 +28,6 @@ class ModelRow(Protocol):
     weights_path: str | None
     preprocessing: str
     dim: int
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """A stored model's identity as plain data (a :class:`ModelRow`): what a Ray worker is
-    sent, and what the cold query reads without the ORM."""
-
-    id: int
-    name: str
-    layer: str
-    weights: str
-    weights_path: str | None
-    preprocessing: str
-    dim: int
-
-    @classmethod
-    def of(cls, row: ModelRow) -> ModelIdentity:
-        return cls(
-            row.id, row.name, row.layer, row.weights, row.weights_path, row.preprocessing, row.dim
-        )
 
 
 @dataclass(frozen=True)
@@ -130,14 +110,23 @@ class ModelInfo(Data):
     dim: int
 
     @classmethod
-    def of(cls, row: ModelRow) -> ModelInfo:
-        return cls(row.name, row.layer, row.weights, row.weights_path, row.preprocessing, row.dim)
+    def of(cls, row: ModelRow) -> Self:
+        """The fields of ``cls`` read from a stored model (the ORM row, or anything alike)."""
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
     def short_weights(self) -> str:
         return self.weights[:19] + "…" if self.weights.startswith("sha256:") else self.weights
 
     def label(self) -> str:
         return f"{self.name}/{self.layer} ({self.short_weights()}, {self.dim}-d)"
+
+
+@dataclass(frozen=True)
+class ModelIdentity(ModelInfo):
+    """A stored model's identity as plain data, with its row id (a :class:`ModelRow`): what a
+    Ray worker is sent, and what the cold query reads without the ORM."""
+
+    id: int
 
 
 @dataclass(frozen=True)

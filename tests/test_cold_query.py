@@ -43,6 +43,11 @@ def changed(imgvec, photos: Path, library: Path) -> Path:
     return photos
 
 
+def alike(ours: object, theirs: object, *names: str) -> None:
+    """The snapshot's record and the store's row agree on these columns."""
+    assert [getattr(ours, n) for n in names] == [getattr(theirs, n) for n in names], names
+
+
 def test_the_snapshot_reads_what_the_store_reads(changed: Path, library: Path) -> None:
     with (
         Library.open(library) as lib,
@@ -54,44 +59,30 @@ def test_the_snapshot_reads_what_the_store_reads(changed: Path, library: Path) -
         assert snapshot.state() == (model.id, store.vector_store(session))
         record = snapshot.model(model.id)
         assert record is not None
-        for field in ("id", "name", "layer", "weights", "weights_path", "preprocessing", "dim"):
-            assert getattr(record, field) == getattr(model, field)
+        alike(record, model, "id", "name", "layer", "weights", "weights_path", "preprocessing")
+        alike(record, model, "dim", "vector_count")
         export, ours = store.model_export(session, model.id), snapshot.export(model.id)
         assert export is not None and ours is not None
-        assert (ours.path, ours.size_bytes, ours.sha256) == (
-            export.path,
-            export.size_bytes,
-            export.sha256,
-        )
+        alike(ours, export, "path", "size_bytes", "sha256", "error", "exporter")
         version, mine = store.active_version(session, model.id), snapshot.active_version(model.id)
         assert version is not None and mine is not None
-        assert (mine.id, mine.kind, mine.params, mine.change_seq) == (
-            version.id,
-            version.kind,
-            version.params,
-            version.change_seq,
-        )
+        alike(mine, version, "id", "kind", "params", "change_seq")
         assert snapshot.last_change(model.id) == store.last_change(session, model.id) > 0
         changes = store.changed_since(session, model.id, 0)
         assert snapshot.changed_since(model.id, 0) == changes and changes
         segments = store.segments_of(session, version.id)
         assert len(segments) > 1  # a base and a delta
-        assert [(s.id, s.path, s.role, s.size_bytes, s.created_seq) for s in segments] == [
-            (s.id, s.path, s.role, s.size_bytes, s.created_seq)
-            for s in snapshot.segments(version.id)
-        ]
+        mirrored = snapshot.segments(version.id)
+        assert len(mirrored) == len(segments)
+        for ours_segment, segment in zip(mirrored, segments, strict=True):
+            alike(ours_segment, segment, "id", "path", "role", "size_bytes", "created_seq")
         ids = store.vector_ids(session, model.id)
         paths = store.paths_of(session, ids)
         assert snapshot.paths([*ids, 10_000]) == paths
         for image_id, path in paths.items():
             row, image = store.image_by_path(session, path), snapshot.image(path)
             assert row is not None and image is not None
-            assert (image.id, image.size, image.mtime_ns, image.error) == (
-                row.id,
-                row.size,
-                row.mtime_ns,
-                row.error,
-            )
+            alike(image, row, "id", "size", "mtime_ns", "error")
             assert snapshot.vector(image_id, model.id) == store.stored_vector(
                 session, image_id, model.id
             )

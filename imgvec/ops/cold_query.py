@@ -26,7 +26,7 @@ import numpy as np
 from imgvec import scan
 from imgvec.config import DB_FILENAME, DEFAULT_BATCH_SIZE, LibraryPaths
 from imgvec.reporting import Stopwatch
-from imgvec.storage.snapshot import ModelRecord, Snapshot, newest_revision
+from imgvec.storage.snapshot import ModelRecord, Snapshot, bytes_to_vector, newest_revision
 from imgvec.types import ModelInfo, QueryHit, QueryResult
 
 
@@ -116,14 +116,16 @@ def _answer(
                 segment.created_seq,
                 lambda index=index: np.sort(faiss_ops.stored_ids(index)),  # type: ignore[misc]
             )
-            loaded.append(faiss_ops.Segment(index, kind, _params(version.params), dead))
+            loaded.append(faiss_ops.Segment(index, kind, json.loads(version.params), dead))
     order = sorted(vectors)
     with stopwatch("search"):
 
         def lookup(ids: np.ndarray) -> np.ndarray:  # store.vector_lookup's rule
             found = snapshot.vectors(model.id, [int(i) for i in ids])
             zero = np.zeros(model.dim, np.float32)
-            return np.stack([_vector(found[int(i)]) if int(i) in found else zero for i in ids])
+            return np.stack(
+                [bytes_to_vector(found[int(i)]) if int(i) in found else zero for i in ids]
+            )
 
         queries_ = np.stack([vectors[p] for p in order])
         scores, ids = faiss_ops.search(loaded, queries_, capped(k, model.vector_count), lookup)
@@ -214,7 +216,7 @@ def stored_vector(
     if (info.st_size, info.st_mtime_ns) != (row.size, row.mtime_ns):
         return None
     data = vector_of(row.id)
-    return None if data is None else _vector(data)
+    return None if data is None else bytes_to_vector(data)
 
 
 def hits(scores: np.ndarray, ids: np.ndarray, paths: dict[int, str]) -> list[QueryHit]:
@@ -225,15 +227,6 @@ def hits(scores: np.ndarray, ids: np.ndarray, paths: dict[int, str]) -> list[Que
         for s, i in zip(scores, ids, strict=True)
         if i >= 0 and int(i) in paths
     ]
-
-
-def _vector(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<f4")  # store.bytes_to_vector
-
-
-def _params(text: str) -> dict[str, object]:
-    parsed: dict[str, object] = json.loads(text)  # artifacts.params
-    return parsed
 
 
 def _size(path: Path) -> int | None:

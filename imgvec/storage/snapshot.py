@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
+
 from imgvec import migrations
 from imgvec.types import ModelIdentity
 
@@ -31,6 +33,12 @@ def newest_revision() -> str:
     ``tests/test_migrations.py`` checks it against Alembic's own head."""
     names = sorted(p.name for p in (MIGRATIONS_DIR / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
     return names[-1].split("_", 1)[0]
+
+
+def bytes_to_vector(data: bytes) -> np.ndarray:
+    """A stored vector's bytes as (dim,) float32 (little-endian, as ``embeddings.vector``;
+    the inverse of :func:`imgvec.storage.store.vector_to_bytes`)."""
+    return np.frombuffer(data, dtype="<f4")
 
 
 def read_only_flag(database: Path, frozen: bool = False) -> str:
@@ -134,7 +142,7 @@ class Snapshot:
     def model(self, model_id: int) -> ModelRecord | None:
         """``session.get(EmbeddingModel, model_id)``."""
         row = self._one(
-            "SELECT id, name, layer, weights, weights_path, preprocessing, dim, vector_count "
+            "SELECT name, layer, weights, weights_path, preprocessing, dim, id, vector_count "
             "FROM models "
             "WHERE id = ?",
             model_id,

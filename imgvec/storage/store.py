@@ -403,10 +403,6 @@ def vector_to_bytes(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
-def bytes_to_vector(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<f4")
-
-
 def put_vector(session: Session, image_id: int, model_id: int, vector: bytes) -> None:
     row = session.get(Embedding, (image_id, model_id))
     if row is None:
